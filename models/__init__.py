@@ -1,0 +1,1 @@
+"""Built-in models: one module per model, each following the contract of :mod:`opt_protocols.model`."""

@@ -1,0 +1,299 @@
+"""Soft committee machine trained by online SGD, with dropout [SS95, Goldt19, MM25].
+
+Teacher y = sum_n v*_n g(nu_n) + sigma zeta, student yhat = sum_i v_i g(lambda_i),
+g(z) = erf(z/sqrt 2), inputs N(0, I_N), one fresh sample per step, time
+alpha = steps/N. Order parameters Q_ik = w_i.w_k/N, R_in = w_i.w*_n/N, T_nm
+(fixed), and v_i when the second layer is learned. The ODEs are those of
+SCIENCE.md section 1: Saad & Solla, Phys. Rev. E 52, 4225 (1995) [SS95]; Goldt
+et al., NeurIPS 2019 [Goldt19]; and, with dropout keep probability r,
+Mignacco & Mori, arXiv:2507.07907 [MM25]. The loss is the generalisation error
+eg = (1/2) E[(p_test yhat - y)^2] on the noise-free teacher.
+
+Controls: learning rate ``eta`` and dropout keep probability ``r``.
+States: "Q[i,k]" (i <= k), "R[i,n]", and "v[i]" when ``learn_v``.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from opt_protocols import ops
+from opt_protocols.spec import Control, Param
+
+TIME = "alpha"
+KIND = "ode"
+
+PARAMETERS = {
+    "K": Param(2, int, lo=1, hi=32, doc="student hidden units"),
+    "M": Param(2, int, lo=1, hi=32, doc="teacher hidden units"),
+    "sigma": Param(0.0, float, lo=0.0, doc="label-noise standard deviation"),
+    "T": Param(None, "matrix", doc="teacher overlaps T_nm (M x M, default identity)"),
+    "v_teacher": Param(None, "vector", doc="teacher second layer v* (default ones)"),
+    "v": Param(None, "vector", doc="student second layer (default ones); initial value when learned"),
+    "learn_v": Param(False, bool, doc="learn the second layer with rate eta_v"),
+    "eta_v": Param(0.5, float, lo=0.0, doc="second-layer learning rate (used when learn_v)"),
+    "wd": Param(0.0, float, lo=0.0, doc="weight decay"),
+    "p_test": Param(1.0, float, lo=0.0, doc="test-time output scale (dropout rescaling)"),
+    "q0": Param(0.5, float, lo=0.0, doc="default initial Q = q0 I"),
+    "r0": Param(0.01, float, doc="default initial R_in = r0 if i == n else 0"),
+}
+
+# positions in the constant vector c: scalars first, then T, v*, v
+SIGMA, ETA_V, WD, P_TEST, N_SCALARS = 0, 1, 2, 3, 4
+# controls
+ETA, KEEP = 0, 1
+
+
+def _vectors(p):
+    K, M = p["K"], p["M"]
+    T = np.eye(M) if p["T"] is None else np.asarray(p["T"], dtype=float)
+    vt = np.ones(M) if p["v_teacher"] is None else np.asarray(p["v_teacher"], dtype=float)
+    v = np.ones(K) if p["v"] is None else np.asarray(p["v"], dtype=float)
+    return T, vt, v
+
+
+def check(p):
+    """Cross-parameter validation: shapes of T, v*, v and T a valid covariance."""
+    K, M = p["K"], p["M"]
+    T, vt, v = _vectors(p)
+    if T.shape != (M, M):
+        raise ValueError(f"parameter 'T': expected an {M} x {M} matrix (M = {M}), got shape {T.shape}")
+    if not np.allclose(T, T.T) or np.linalg.eigvalsh(T).min() < -1e-12:
+        raise ValueError("parameter 'T': must be a symmetric positive semi-definite matrix")
+    if vt.shape != (M,):
+        raise ValueError(f"parameter 'v_teacher': expected {M} values (M = {M}), got {vt.size}")
+    if v.shape != (K,):
+        raise ValueError(f"parameter 'v': expected {K} values (K = {K}), got {v.size}")
+
+
+def dims(p):
+    return (p["K"], p["M"], int(p["learn_v"]))
+
+
+def state_names(p):
+    K, M = p["K"], p["M"]
+    names = [f"Q[{i},{k}]" for i in range(K) for k in range(i, K)]
+    names += [f"R[{i},{n}]" for i in range(K) for n in range(M)]
+    if p["learn_v"]:
+        names += [f"v[{i}]" for i in range(K)]
+    return names
+
+
+def controls(p):
+    return {"eta": Control(0.5, 0.0, math.inf, "learning rate"),
+            "r": Control(1.0, 0.0, 1.0, "dropout keep probability")}
+
+
+def constants(p):
+    T, vt, v = _vectors(p)
+    return {"sigma": p["sigma"], "eta_v": p["eta_v"], "wd": p["wd"], "p_test": p["p_test"],
+            "T": T, "v_teacher": vt, "v": v}
+
+
+def initial_state(p, Q=None, R=None, v=None):
+    """Default Q = q0 I, R_in = r0 [i == n], v from the parameters; any of them can be given."""
+    K, M = p["K"], p["M"]
+    T, _, v_default = _vectors(p)
+    Q = p["q0"] * np.eye(K) if Q is None else np.asarray(Q, dtype=float)
+    R = p["r0"] * np.eye(K, M) if R is None else np.asarray(R, dtype=float)
+    if Q.shape != (K, K) or not np.allclose(Q, Q.T):
+        raise ValueError(f"initial state 'Q': expected a symmetric {K} x {K} matrix, got shape {Q.shape}")
+    if R.shape != (K, M):
+        raise ValueError(f"initial state 'R': expected a {K} x {M} matrix, got shape {R.shape}")
+    x = [Q[i, k] for i in range(K) for k in range(i, K)] + list(R.ravel())
+    if p["learn_v"]:
+        v = v_default if v is None else np.asarray(v, dtype=float).ravel()
+        if v.shape != (K,):
+            raise ValueError(f"initial state 'v': expected {K} values, got {v.size}")
+        x += list(v)
+    elif v is not None:
+        raise ValueError("initial state 'v': the second layer is fixed (learn_v = false); set parameter 'v' instead")
+    return np.array(x, dtype=float)
+
+
+def overlaps(x, p):
+    """The order parameters of state ``x`` as matrices: dict with Q (K x K), R (K x M), T, v."""
+    K, M = p["K"], p["M"]
+    T, _, v = _vectors(p)
+    x = np.asarray(x, dtype=float)
+    Q = np.zeros((K, K))
+    for i in range(K):
+        for k in range(i, K):
+            Q[i, k] = Q[k, i] = x[_q(i, k, K)]
+    R = x[K * (K + 1) // 2: K * (K + 1) // 2 + K * M].reshape(K, M).copy()
+    if p["learn_v"]:
+        v = x[K * (K + 1) // 2 + K * M:].copy()
+    return {"Q": Q, "R": R, "T": T, "v": v}
+
+
+METHODS = ("overlaps",)
+
+
+def check_state(x, p):
+    """The joint covariance [[Q, R], [R^T, T]] must be positive semi-definite."""
+    o = overlaps(x, p)
+    C = np.block([[o["Q"], o["R"]], [o["R"].T, o["T"]]])
+    scale = max(1.0, np.abs(C).max())
+    if np.linalg.eigvalsh(C).min() < -1e-10 * scale:
+        raise ValueError("initial state: overlaps [[Q, R], [R^T, T]] are not a valid covariance "
+                         "(not positive semi-definite)")
+
+
+# ---- equations (one source: numba and CasADi) ------------------------------------------------
+
+def _q(i, k, K):
+    """Position of Q[i,k] (any order of i, k) in the state vector."""
+    a = min(i, k)
+    b = max(i, k)
+    return a * K - (a * (a - 1)) // 2 + (b - a)
+
+
+def _covariance(x, c, K, M):
+    """Joint covariance of student and teacher fields: units 0..K-1 students, K..K+M-1 teachers."""
+    C = ops.matrix(K + M, K + M)
+    nq = K * (K + 1) // 2
+    for i in range(K):
+        for k in range(K):
+            C[i, k] = x[_q(i, k, K)]
+        for n in range(M):
+            C[i, K + n] = x[nq + i * M + n]
+            C[K + n, i] = x[nq + i * M + n]
+    for n in range(M):
+        for m in range(M):
+            C[K + n, K + m] = c[N_SCALARS + n * M + m]
+    return C
+
+
+def _I2(C, a, b):
+    """E[g(u_a) g(u_b)] [SS95]."""
+    return (2.0 / ops.pi) * ops.safe_asin(C[a, b] / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[b, b])))
+
+
+def _I3(C, a, b, d):
+    """E[g'(u_a) u_b g(u_d)] [SS95]."""
+    L3 = (1.0 + C[a, a]) * (1.0 + C[d, d]) - C[a, d] * C[a, d]
+    return (2.0 / ops.pi) / ops.safe_sqrt(L3) * (C[b, d] * (1.0 + C[a, a]) - C[a, b] * C[a, d]) / (1.0 + C[a, a])
+
+
+def _I4(C, a, b, d, e):
+    """E[g'(u_a) g'(u_b) g(u_d) g(u_e)] [SS95]."""
+    L4 = (1.0 + C[a, a]) * (1.0 + C[b, b]) - C[a, b] * C[a, b]
+    L0 = (L4 * C[d, e] - C[b, d] * C[b, e] * (1.0 + C[a, a]) - C[a, d] * C[a, e] * (1.0 + C[b, b])
+          + C[a, b] * C[a, d] * C[b, e] + C[a, b] * C[a, e] * C[b, d])
+    L1 = (L4 * (1.0 + C[d, d]) - C[b, d] * C[b, d] * (1.0 + C[a, a]) - C[a, d] * C[a, d] * (1.0 + C[b, b])
+          + 2.0 * C[a, b] * C[a, d] * C[b, d])
+    L2 = (L4 * (1.0 + C[e, e]) - C[b, e] * C[b, e] * (1.0 + C[a, a]) - C[a, e] * C[a, e] * (1.0 + C[b, b])
+          + 2.0 * C[a, b] * C[a, e] * C[b, e])
+    return (4.0 / (ops.pi * ops.pi)) / ops.safe_sqrt(L4) * ops.safe_asin(L0 / ops.safe_sqrt(L1 * L2))
+
+
+def _J2(C, a, b):
+    """E[g'(u_a) g'(u_b)] (label-noise term) [Goldt19]."""
+    return (2.0 / ops.pi) / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[b, b]) - C[a, b] * C[a, b])
+
+
+def _n_distinct(i, k, j, l):
+    """Number of distinct student indices among i, k, j, l (-1 means absent)."""
+    n = 0
+    if i >= 0:
+        n += 1
+    if k >= 0 and k != i:
+        n += 1
+    if j >= 0 and j != i and j != k:
+        n += 1
+    if l >= 0 and l != i and l != k and l != j:
+        n += 1
+    return n
+
+
+def _student_v(x, c, K, M, learn_v):
+    """Second-layer weights: from the state when learned, else the constants."""
+    v = ops.zeros(K)
+    off = K * (K + 1) // 2 + K * M if learn_v else N_SCALARS + M * M + M
+    src = x if learn_v else c
+    for i in range(K):
+        v[i] = src[off + i]
+    return v
+
+
+def rhs(x, u, c, dims):
+    """d(Q, R, v)/dalpha with dropout keep probability r (SCIENCE.md section 1) [SS95, Goldt19, MM25]."""
+    K = dims[0]
+    M = dims[1]
+    learn_v = dims[2]
+    eta = u[ETA]
+    r = u[KEEP]
+    sigma = c[SIGMA]
+    wd = c[WD]
+    vt = ops.zeros(M)
+    for n in range(M):
+        vt[n] = c[N_SCALARS + M * M + n]
+    v = _student_v(x, c, K, M, learn_v)
+    C = _covariance(x, c, K, M)
+    nq = K * (K + 1) // 2
+    out = ops.zeros(x.shape[0])
+    # dR_in
+    for i in range(K):
+        for n in range(M):
+            acc = 0.0
+            for m in range(M):
+                acc = acc + r * vt[m] * _I3(C, i, K + n, K + m)
+            for j in range(K):
+                acc = acc - r ** _n_distinct(i, j, -1, -1) * v[j] * _I3(C, i, K + n, j)
+            out[nq + i * M + n] = eta * v[i] * acc - wd * x[nq + i * M + n]
+    # dQ_ik
+    for i in range(K):
+        for k in range(i, K):
+            lin = 0.0
+            for m in range(M):
+                lin = lin + r * vt[m] * (v[i] * _I3(C, i, k, K + m) + v[k] * _I3(C, k, i, K + m))
+            for j in range(K):
+                lin = lin - r ** _n_distinct(i, j, -1, -1) * v[i] * v[j] * _I3(C, i, k, j)
+                lin = lin - r ** _n_distinct(k, j, -1, -1) * v[k] * v[j] * _I3(C, k, i, j)
+            quad = 0.0
+            for n in range(M):
+                for m in range(M):
+                    quad = quad + vt[n] * vt[m] * _I4(C, i, k, K + n, K + m)
+            quad = quad * r ** _n_distinct(i, k, -1, -1)
+            for j in range(K):
+                for n in range(M):
+                    quad = quad - 2.0 * r ** _n_distinct(i, k, j, -1) * v[j] * vt[n] * _I4(C, i, k, j, K + n)
+                for l in range(K):
+                    quad = quad + r ** _n_distinct(i, k, j, l) * v[j] * v[l] * _I4(C, i, k, j, l)
+            quad = quad + r ** _n_distinct(i, k, -1, -1) * sigma * sigma * _J2(C, i, k)
+            out[_q(i, k, K)] = eta * lin + eta * eta * v[i] * v[k] * quad - 2.0 * wd * x[_q(i, k, K)]
+    # dv_i
+    if learn_v:
+        eta_v = c[ETA_V]
+        for i in range(K):
+            acc = 0.0
+            for n in range(M):
+                acc = acc + r * vt[n] * _I2(C, i, K + n)
+            for j in range(K):
+                acc = acc - r ** _n_distinct(i, j, -1, -1) * v[j] * _I2(C, i, j)
+            out[nq + K * M + i] = eta_v * acc
+    return out
+
+
+def loss(x, c, dims):
+    """Generalisation error with test-time scale p_test (SCIENCE.md section 1) [SS95, MM25]."""
+    K = dims[0]
+    M = dims[1]
+    learn_v = dims[2]
+    pt = c[P_TEST]
+    v = _student_v(x, c, K, M, learn_v)
+    C = _covariance(x, c, K, M)
+    eg = 0.0
+    for a in range(K):
+        for b in range(K):
+            eg = eg + pt * pt * v[a] * v[b] * ops.safe_asin(C[a, b] / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[b, b])))
+        for n in range(M):
+            eg = eg - 2.0 * pt * v[a] * c[N_SCALARS + M * M + n] * ops.safe_asin(
+                C[a, K + n] / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[K + n, K + n])))
+    for n in range(M):
+        for m in range(M):
+            eg = eg + c[N_SCALARS + M * M + n] * c[N_SCALARS + M * M + m] * ops.safe_asin(
+                C[K + n, K + m] / ops.safe_sqrt((1.0 + C[K + n, K + n]) * (1.0 + C[K + m, K + m])))
+    return eg / ops.pi

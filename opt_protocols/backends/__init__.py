@@ -1,0 +1,1 @@
+"""Numerical backends that run a model's one-source equations: numba and CasADi."""

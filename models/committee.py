@@ -297,3 +297,16 @@ def loss(x, c, dims):
             eg = eg + c[N_SCALARS + M * M + n] * c[N_SCALARS + M * M + m] * ops.safe_asin(
                 C[K + n, K + m] / ops.safe_sqrt((1.0 + C[K + n, K + n]) * (1.0 + C[K + m, K + m])))
     return eg / ops.pi
+
+
+def random_state(p, rng):
+    """Overlaps of random weights: rows of a random (K + M) x D matrix, teachers matched to T."""
+    K, M = p["K"], p["M"]
+    T, _, v = _vectors(p)
+    W = rng.standard_normal((K, K + M)) * rng.uniform(0.2, 1.0)
+    L = np.linalg.cholesky(T + 1e-12 * np.eye(M))
+    Ws = np.hstack([np.zeros((M, K)), L])
+    Q = W @ W.T
+    R = W @ Ws.T
+    x = initial_state(p, Q=Q, R=R, v=rng.uniform(0.5, 1.5, K) if p["learn_v"] else None)
+    return x

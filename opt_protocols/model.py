@@ -13,8 +13,11 @@ for a complete example and ``examples/`` for a walk-through):
 ``initial_state(p, **overrides)``  the default initial state (overrides validated)
 ``rhs(x, u, c, dims)`` or ``step(x, u, c, dims)``, and ``loss(x, c, dims)``: the equations, written once
                     with ``from opt_protocols import ops`` and run by numba and traced by CasADi.
-optional: ``check(p)`` cross-parameter validation, ``check_state(x, p)`` domain check of a state,
-          ``sgd(p, x0, control_at, t_final, N, rng, n_out)`` a finite-N simulation of the learning process.
+optional: ``check(p)`` cross-parameter validation; ``check_state(x, p)`` domain check of a state;
+          ``random_state(p, rng)`` a random valid state (used by the backend-agreement test);
+          ``sgd(p, x0, protocol, t_out, N, rng)`` a finite-N simulation of the learning process
+          (see :mod:`opt_protocols.sgd`); ``METHODS``: names of module functions ``f(x, p)`` exposed
+          as ``model.f(x)`` (e.g. ``overlaps``).
 """
 from __future__ import annotations
 
@@ -99,6 +102,20 @@ class Model:
         self.control_names: list[str] = list(self.controls)
         self.constants = Constants(dict(module.constants(self.params)))
         self.c = self.constants.vector
+
+    def __getattr__(self, name: str):
+        module = self.__dict__.get("module")
+        if module is not None and name in getattr(module, "METHODS", ()):
+            fn = getattr(module, name)
+            return lambda x, **kw: fn(x, self.params, **kw)
+        raise AttributeError(f"model {self.__dict__.get('name', '?')!r} has no attribute {name!r}")
+
+    def random_state(self, rng: np.random.Generator) -> np.ndarray:
+        """A random valid state (model's ``random_state`` or a perturbation of the initial state)."""
+        if hasattr(self.module, "random_state"):
+            return self.check_state(self.module.random_state(self.params, rng))
+        x0 = self.initial_state()
+        return x0 * (1.0 + 0.1 * rng.standard_normal(x0.size)) + 0.01 * rng.standard_normal(x0.size)
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.params.items() if not isinstance(v, np.ndarray)}

@@ -3,7 +3,10 @@ from .model import Model, list_models, load_model
 from .protocol import Protocol
 from .sgd import SGDResult, simulate_sgd
 from .simulate import Trajectory, simulate
+from .problem import Budget
+from .solution import Solution
+from .solve import solve
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "Protocol", "Trajectory", "list_models", "load_model", "simulate", "simulate_sgd", "SGDResult", "__version__"]
+__all__ = ["Model", "Protocol", "Trajectory", "list_models", "load_model", "simulate", "simulate_sgd", "SGDResult", "Budget", "Solution", "solve", "__version__"]

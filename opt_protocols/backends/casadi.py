@@ -48,6 +48,7 @@ def trace_module(module: pytypes.ModuleType, kind: str, n_x: int, n_u: int, n_c:
     loss = ns["loss"](x, c, dims)
     if dx.shape != (n_x, 1):
         raise ValueError(f"model {module.__name__}: dynamics returned shape {dx.shape}, expected ({n_x}, 1)")
-    rhs_f = ca.Function("rhs", [x, u, c], [dx], ["x", "u", "c"], ["dx"])
-    loss_f = ca.Function("loss", [x, c], [ca.SX(loss)], ["x", "c"], ["loss"])
+    # the traced equations repeat subexpressions (e.g. 1 + Q_ii in every integral): share them
+    rhs_f = ca.Function("rhs", [x, u, c], [ca.cse(dx)], ["x", "u", "c"], ["dx"])
+    loss_f = ca.Function("loss", [x, c], [ca.cse(ca.SX(loss))], ["x", "c"], ["loss"])
     return CasadiModel(rhs=rhs_f, loss=loss_f)

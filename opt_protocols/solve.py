@@ -1,0 +1,188 @@
+"""``solve``: optimal protocols by direct collocation, verified and compared with baselines."""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import casadi as ca
+import numpy as np
+
+from . import baselines as bl
+from .collocation import bounds_and_parameters, get_transcription, pack_guess, unpack
+from .model import Model, load_model
+from .problem import Discretisation, Problem, make_problem
+from .protocol import Protocol
+from .simulate import simulate
+from .solution import VERIFY_RTOL, Solution
+
+OPTIMAL = {"Solve_Succeeded"}
+ACCEPTABLE = {"Solved_To_Acceptable_Level"}
+
+
+def _protocol_from_columns(problem: Problem, tr, U: np.ndarray, T: float) -> Protocol:
+    m = problem.model
+    grid = np.linspace(0.0, T, tr.disc.intervals + 1)
+    n_seg = tr.disc.intervals
+    U0 = np.empty((n_seg, m.n_u))
+    U1 = np.empty((n_seg, m.n_u))
+    for j, name in enumerate(m.control_names):
+        if name in tr.opt_controls:
+            row = U[tr.opt_controls.index(name)]
+            if tr.disc.control_type == "linear":
+                U0[:, j], U1[:, j] = row[:-1], row[1:]
+            else:
+                U0[:, j] = U1[:, j] = row
+        else:
+            U0[:, j] = U1[:, j] = problem.fixed[name]
+    return Protocol(grid, U0, U1, list(m.control_names))
+
+
+def _guess_from_baseline(problem: Problem, tr, base: bl.Baseline) -> np.ndarray:
+    """Decision vector from a forward simulation of a baseline protocol."""
+    m = problem.model
+    T = problem.t_final
+    t_nodes = tr.element_times(T)
+    t_coll = tr.collocation_times(T).ravel()
+    t_all = np.unique(np.concatenate([t_nodes, t_coll]))
+    c = bl.constants_with_static(problem, base.static)
+    if m.kind == "map":
+        traj = simulate(m, problem.x0, base.protocol, T, c=c, t_eval=t_nodes)
+        X = traj.x
+        Xn, Xc = X[1:].T, np.zeros((m.n_x, 0))
+    else:
+        traj = simulate(m, problem.x0, base.protocol, T, c=c, t_eval=t_all, rtol=1e-8, atol=1e-10)
+        X = traj.x
+        pos = {t: i for i, t in enumerate(t_all)}
+        Xn = X[[pos[t] for t in t_nodes[1:]]].T
+        Xc = X[[pos[t] for t in t_coll]].T
+    if not np.all(np.isfinite(Xn)) or not np.all(np.isfinite(Xc)):
+        Xn = np.repeat(problem.x0[:, None], tr.n_el, axis=1)
+        Xc = np.repeat(problem.x0[:, None], Xc.shape[1], axis=1)
+    grid = np.linspace(0.0, T, tr.disc.intervals + 1)
+    pts = grid if tr.disc.control_type == "linear" else 0.5 * (grid[:-1] + grid[1:])
+    U = np.array([base.protocol.values(pts)[n] for n in tr.opt_controls])
+    for j, n in enumerate(tr.opt_controls):
+        lo, hi = problem.controls[n]
+        U[j] = np.clip(U[j], lo, hi)
+    S = np.array([base.static.get(n, 0.5 * sum(problem.static[n])) for n in tr.static])
+    return pack_guess(tr, Xn, Xc, U, S, T if tr.free_time else None)
+
+
+def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | None = None, *,
+          controls: Mapping[str, Any] | None = None, fixed: Mapping[str, float] | None = None,
+          static: Mapping[str, Any] | None = None, budgets=(), smoothness: float = 0.0,
+          monotone: Mapping[str, str] | None = None, state_bounds: Mapping[str, Any] | None = None,
+          objective: str = "final", target: float | None = None, t_max: float | None = None,
+          constants: Mapping[str, Any] | None = None,
+          intervals: int = 100, degree: int = 3, scheme: str = "legendre", elements: int = 1,
+          control_type: str = "constant", warm_start: Any = "baseline",
+          baselines: Mapping[str, Any] | None = None, solver_options: Mapping[str, Any] | None = None,
+          verify: bool = True, params: Mapping[str, Any] | None = None) -> Solution:
+    """Optimal protocol for ``model`` by direct collocation (CasADi + IPOPT).
+
+    ``controls`` maps each optimised control to its bounds (default: the model's first control
+    on its admissible range, which must then be finite); the other controls keep their model
+    defaults or the values in ``fixed``. ``static`` maps scalar model constants to bounds: they
+    become decision variables chosen once (e.g. a test-time scale). ``budgets``: integral
+    constraints (:class:`~opt_protocols.problem.Budget` or dicts). ``objective``: ``"final"``
+    loss (default), ``"integral"`` (time-averaged loss) or ``"time"`` (time to reach ``target``).
+    ``warm_start``: ``"baseline"`` (forward simulation of the best constant protocol), a previous
+    :class:`Solution`, or ``None`` (constant state guess). ``baselines``: extra named protocols to
+    evaluate next to the best constant. Returns a :class:`Solution` whose ``status`` is
+    ``"optimal"`` only when IPOPT converged.
+    """
+    t_start = time.perf_counter()
+    if isinstance(model, str):
+        model = load_model(model, **dict(params or {}))
+    elif params:
+        model = load_model(model, **dict(params))
+    if t_final is None:
+        raise ValueError("t_final: required (the horizon)")
+    problem = make_problem(model, t_final=t_final, x0=x0, controls=controls, fixed=fixed, static=static,
+                           budgets=budgets, smoothness=smoothness, monotone=monotone, state_bounds=state_bounds,
+                           objective=objective, target=target, t_max=t_max, constants=constants)
+    disc = Discretisation(intervals=int(intervals), degree=int(degree), scheme=scheme, elements=int(elements),
+                          control_type=control_type)
+    return solve_problem(problem, disc, warm_start=warm_start, baselines=baselines,
+                         solver_options=solver_options, verify=verify, t_start=t_start)
+
+
+def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "baseline",
+                  baselines: Mapping[str, Any] | None = None, solver_options: Mapping[str, Any] | None = None,
+                  verify: bool = True, t_start: float | None = None) -> Solution:
+    """Solve a validated :class:`Problem` (see :func:`solve`)."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    m = problem.model
+    cached = _is_cached(problem, disc, solver_options)
+    tr = get_transcription(problem, disc, dict(solver_options or {}))
+    build_time = 0.0 if cached else tr.build_time
+    t_b = time.perf_counter()
+    base = {"best_constant": bl.best_constant(problem), "default": bl.default_baseline(problem)}
+    for name, spec in (baselines or {}).items():
+        base[name] = bl.given_baseline(problem, name, spec)
+    baseline_time = time.perf_counter() - t_b
+    args = bounds_and_parameters(tr, problem)
+    if isinstance(warm_start, Solution) and warm_start.warm.get("x") is not None \
+            and warm_start.warm["x"].size == tr.n_w:
+        args["x0"] = warm_start.warm["x"]
+        args["lam_x0"] = warm_start.warm["lam_x"]
+        args["lam_g0"] = warm_start.warm["lam_g"]
+    elif warm_start == "baseline" or isinstance(warm_start, Solution):
+        args["x0"] = _guess_from_baseline(problem, tr, base["best_constant"])
+    elif warm_start is None:
+        args["x0"] = pack_guess(tr, np.repeat(problem.x0[:, None], tr.n_el, axis=1),
+                                np.repeat(problem.x0[:, None], (tr.slices["Xc"].stop - tr.slices["Xc"].start)
+                                          // m.n_x, axis=1),
+                                np.array([[0.5 * sum(problem.controls[n])] * tr.n_cols for n in tr.opt_controls]),
+                                np.array([0.5 * sum(problem.static[n]) for n in tr.static]),
+                                problem.t_final if tr.free_time else None)
+    else:
+        raise ValueError(f"warm_start: expected 'baseline', a Solution or None, got {warm_start!r}")
+    args["x0"] = np.clip(args["x0"], args["lbx"], args["ubx"])
+    solver = tr.warm_solver if "lam_g0" in args else tr.solver
+    t_s = time.perf_counter()
+    res = solver(**args)
+    solve_time = time.perf_counter() - t_s
+    st = solver.stats()
+    w = np.array(res["x"]).ravel()
+    parts = unpack(tr, w)
+    obj = float(res["f"])
+    T = parts["T"] if tr.free_time else problem.t_final
+    rs = st.get("return_status", "unknown")
+    status = "optimal" if rs in OPTIMAL else ("acceptable" if rs in ACCEPTABLE else "failed")
+    if not np.isfinite(obj) or not np.all(np.isfinite(w)):
+        status = "failed"
+    static_vals = {n: float(v) for n, v in zip(tr.static, parts["S"])}
+    proto = _protocol_from_columns(problem, tr, parts["U"], T)
+    t_nodes = np.linspace(0.0, T, tr.n_el + 1)
+    X = np.vstack([problem.x0[None, :], parts["Xn"].T])
+    c_eff = bl.constants_with_static(problem, static_vals)
+    loss = np.array([m.loss(np.ascontiguousarray(row), c=c_eff) for row in X])
+    verification: dict[str, Any] = {}
+    traj = None
+    if verify and status != "failed":
+        sim = bl.evaluate(problem, proto, static_vals, t_final=T)
+        gap = abs(sim - obj) / max(abs(sim), 1e-300)
+        verification = {"simulated": sim, "collocation": obj, "relative_gap": gap, "ok": bool(gap <= VERIFY_RTOL),
+                        "rtol": VERIFY_RTOL}
+        traj = simulate(m, problem.x0, proto, T, c=c_eff, n_out=max(201, min(2001, 10 * disc.intervals + 1)),
+                        rtol=1e-10, atol=1e-12) if m.kind == "ode" else \
+            simulate(m, problem.x0, proto, T, c=c_eff, n_out=min(int(T) + 1, 2001))
+    grid = np.linspace(0.0, T, disc.intervals + 1)
+    stats = {"iterations": int(st.get("iter_count", -1)), "build_time": build_time, "solve_time": solve_time,
+             "baseline_time": baseline_time, "wall_time": time.perf_counter() - t_start,
+             "n_variables": tr.n_w, "n_constraints": int(args["lbg"].size), "cached_build": cached,
+             "discretisation": {"intervals": disc.intervals, "degree": disc.degree, "scheme": disc.scheme,
+                                "elements": disc.elements, "control_type": disc.control_type}}
+    return Solution(status=status, return_status=rs, objective=obj, t=t_nodes, x=X, loss=loss, t_controls=grid,
+                    controls={n: parts["U"][j].copy() for j, n in enumerate(tr.opt_controls)},
+                    control_type=disc.control_type, static=static_vals, protocol=proto,
+                    state_names=list(m.state_names), time_name=m.time_name, model=m.name, params=dict(m.params),
+                    spec=problem.to_dict(), stats=stats, verification=verification, baselines=base,
+                    trajectory=traj,
+                    warm={"x": w, "lam_x": np.array(res["lam_x"]).ravel(), "lam_g": np.array(res["lam_g"]).ravel()})
+
+
+def _is_cached(problem: Problem, disc: Discretisation, solver_options) -> bool:
+    from .collocation import _CACHE, _structure_key
+    return (_structure_key(problem, disc) + (repr(sorted(dict(solver_options or {}).items())),)) in _CACHE

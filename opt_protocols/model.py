@@ -91,6 +91,9 @@ class Model:
             raise ValueError(f"model {module.__name__!r}: KIND must be 'ode' or 'map', got {module.KIND!r}")
         self.module = module
         self.name = name or module.__name__.rsplit(".", 1)[-1]
+        #: how to load this model again (built-in name, dotted module or absolute path)
+        self.source: str = getattr(module, "__file__", None) if module.__name__.startswith("opt_protocols_user_") \
+            else (self.name if module.__name__ == f"models.{self.name}" else module.__name__)
         self.params: dict[str, Any] = validate_params(module.PARAMETERS, dict(params or {}), self.name)
         if hasattr(module, "check"):
             module.check(self.params)
@@ -238,6 +241,8 @@ def load_model(model: str | pytypes.ModuleType | Model, **params: Any) -> Model:
         if not params:
             return model
         return Model(model.module, {**model.params, **params}, name=model.name)
+    if isinstance(model, str) and model.endswith(".py"):
+        model = str(Path(model).resolve())
     if isinstance(model, pytypes.ModuleType):
         return Model(model, params)
     if not isinstance(model, str):

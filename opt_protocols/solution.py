@@ -38,12 +38,16 @@ class Solution:
     time_name: str
     model: str
     params: dict[str, Any]
+    model_source: str
     spec: dict[str, Any]
     stats: dict[str, Any]
     verification: dict[str, Any]
     baselines: dict[str, Baseline] = field(default_factory=dict)
     trajectory: Trajectory | None = None   # fine re-simulation of the optimum
     warm: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    run_id: str | None = None
+    validation: dict[str, Any] | None = None
+    attrs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def success(self) -> bool:
@@ -72,6 +76,12 @@ class Solution:
         lines.append(f"  {s.get('iterations')} iterations, build {s.get('build_time', 0):.2f} s, "
                      f"solve {s.get('solve_time', 0):.2f} s")
         return "\n".join(lines)
+
+    def to_xarray(self, group: str = ""):
+        """The run as an ``xarray.Dataset`` (``group``: "", "controls", "simulation", "baselines/<name>", ...)."""
+        from .results import solution_record
+        from .storage import to_xarray
+        return to_xarray(solution_record(self, self.run_id or "solution"), group)
 
     def save(self, path, run_id: str | None = None, exist_ok: bool = False) -> str:
         """Append this solution as a run to the HDF5 file ``path``; returns the run id."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import casadi as ca
 import numpy as np
@@ -77,7 +77,8 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
           intervals: int = 100, degree: int = 3, scheme: str = "legendre", elements: int = 1,
           control_type: str = "constant", warm_start: Any = "baseline",
           baselines: Mapping[str, Any] | None = None, solver_options: Mapping[str, Any] | None = None,
-          verify: bool = True, params: Mapping[str, Any] | None = None) -> Solution:
+          verify: bool = True, params: Mapping[str, Any] | None = None,
+          progress: Callable[[str], None] | None = None) -> Solution:
     """Optimal protocol for ``model`` by direct collocation (CasADi + IPOPT).
 
     ``controls`` maps each optimised control to its bounds (default: the model's first control
@@ -88,7 +89,8 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     loss (default), ``"integral"`` (time-averaged loss) or ``"time"`` (time to reach ``target``).
     ``warm_start``: ``"baseline"`` (forward simulation of the best constant protocol), a previous
     :class:`Solution`, or ``None`` (constant state guess). ``baselines``: extra named protocols to
-    evaluate next to the best constant. Returns a :class:`Solution` whose ``status`` is
+    evaluate next to the best constant. ``progress`` is called with the name of each stage
+    ("building", "baselines", "solving", "verifying"). Returns a :class:`Solution` whose ``status`` is
     ``"optimal"`` only when IPOPT converged.
     """
     t_start = time.perf_counter()
@@ -104,18 +106,22 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     disc = Discretisation(intervals=int(intervals), degree=int(degree), scheme=scheme, elements=int(elements),
                           control_type=control_type)
     return solve_problem(problem, disc, warm_start=warm_start, baselines=baselines,
-                         solver_options=solver_options, verify=verify, t_start=t_start)
+                         solver_options=solver_options, verify=verify, t_start=t_start, progress=progress)
 
 
 def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "baseline",
                   baselines: Mapping[str, Any] | None = None, solver_options: Mapping[str, Any] | None = None,
-                  verify: bool = True, t_start: float | None = None) -> Solution:
+                  verify: bool = True, t_start: float | None = None,
+                  progress: Callable[[str], None] | None = None) -> Solution:
     """Solve a validated :class:`Problem` (see :func:`solve`)."""
     t_start = time.perf_counter() if t_start is None else t_start
+    report = progress or (lambda stage: None)
+    report("building")
     m = problem.model
     cached = _is_cached(problem, disc, solver_options)
     tr = get_transcription(problem, disc, dict(solver_options or {}))
     build_time = 0.0 if cached else tr.build_time
+    report("baselines")
     t_b = time.perf_counter()
     base = {"best_constant": bl.best_constant(problem), "default": bl.default_baseline(problem)}
     for name, spec in (baselines or {}).items():
@@ -140,6 +146,7 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
         raise ValueError(f"warm_start: expected 'baseline', a Solution or None, got {warm_start!r}")
     args["x0"] = np.clip(args["x0"], args["lbx"], args["ubx"])
     solver = tr.warm_solver if "lam_g0" in args else tr.solver
+    report("solving")
     t_s = time.perf_counter()
     res = solver(**args)
     solve_time = time.perf_counter() - t_s
@@ -160,6 +167,7 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
     loss = np.array([m.loss(np.ascontiguousarray(row), c=c_eff) for row in X])
     verification: dict[str, Any] = {}
     traj = None
+    report("verifying")
     if verify and status != "failed":
         sim = bl.evaluate(problem, proto, static_vals, t_final=T)
         gap = abs(sim - obj) / max(abs(sim), 1e-300)
@@ -177,7 +185,7 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
     return Solution(status=status, return_status=rs, objective=obj, t=t_nodes, x=X, loss=loss, t_controls=grid,
                     controls={n: parts["U"][j].copy() for j, n in enumerate(tr.opt_controls)},
                     control_type=disc.control_type, static=static_vals, protocol=proto,
-                    state_names=list(m.state_names), time_name=m.time_name, model=m.name, params=dict(m.params),
+                    state_names=list(m.state_names), time_name=m.time_name, model=m.name, params=dict(m.params), model_source=m.source,
                     spec=problem.to_dict(), stats=stats, verification=verification, baselines=base,
                     trajectory=traj,
                     warm={"x": w, "lam_x": np.array(res["lam_x"]).ravel(), "lam_g": np.array(res["lam_g"]).ravel()})

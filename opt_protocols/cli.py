@@ -77,11 +77,23 @@ def _model(args, cfg: dict):
     return load_model(name, **params)
 
 
+def _initial_state(args, cfg: dict, m):
+    """The model's initial state with overrides from the config's [initial] table and --initial."""
+    over = dict(cfg.get("initial", {}))
+    over.update({k: _value(v) for k, v in _pairs(args.initial, "--initial").items()})
+    try:
+        return m.initial_state(**over)
+    except TypeError as err:
+        raise UsageError(f"initial state: {err}") from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="built-in model name, dotted module, or path to a .py file")
     p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="model parameter (repeatable)")
     p.add_argument("--config", "-c", metavar="FILE.toml", help="TOML file with model, params and options")
     p.add_argument("--t-final", "-T", type=float, help="horizon (alpha for ODE models, steps for maps)")
+    p.add_argument("--initial", action="append", metavar="NAME=VALUE",
+                   help="initial-state override passed to the model, e.g. Q=[[0,0],[0,0]] (repeatable)")
 
 
 # ---- subcommands ----------------------------------------------------------------------------------
@@ -116,7 +128,7 @@ def cmd_simulate(args) -> int:
     if T is None:
         raise UsageError("--t-final is required")
     protocol = {k: _value(v) for k, v in _pairs(args.control, "--control").items()}
-    tr = simulate(m, None, protocol, T, method=args.method, rtol=args.rtol, n_out=args.points)
+    tr = simulate(m, _initial_state(args, cfg, m), protocol, T, method=args.method, rtol=args.rtol, n_out=args.points)
     print(f"# {m.name} {m.time_name} loss  ({tr.method}, {tr.n_steps} steps, {tr.status})")
     step = max(1, (len(tr.t) - 1) // 10)
     for t, loss in zip(tr.t[::step], tr.loss[::step]):
@@ -189,6 +201,7 @@ def cmd_solve(args) -> int:
     if T is None:
         raise UsageError("--t-final is required")
     kw = _solve_kwargs(args, cfg)
+    x0 = _initial_state(args, cfg, m)
     out = args.out or cfg.get("out") or f"results/{m.name}.h5"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with tqdm(total=4, desc=f"{m.name}", bar_format="{desc}: {n}/{total} {postfix}",
@@ -197,7 +210,7 @@ def cmd_solve(args) -> int:
             bar.set_postfix_str(stage)
             if stage != "building":
                 bar.update(1)
-        sol = solve(m, t_final=T, progress=progress, **kw)
+        sol = solve(m, x0, t_final=T, progress=progress, **kw)
         bar.update(bar.total - bar.n)
     if args.validate:
         from .validate import validate

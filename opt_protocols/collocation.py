@@ -35,11 +35,15 @@ CACHE_SIZE = 16
 
 
 def collocation_coefficients(degree: int, scheme: str):
-    """(tau, C, D, B): points on [0, 1] (tau[0] = 0), derivative, continuity and quadrature coefficients."""
+    """(tau, C, D, B) of the scheme on [0, 1], tau[0] = 0 followed by the collocation points.
+
+    C[r, j]: derivative at tau[j] of the r-th Lagrange polynomial on tau (the collocation
+    equations), D[r]: its value at 1 (continuity); B[j]: quadrature weights of the
+    collocation points alone (Gauss-Legendre or Radau IIA: exact up to degree 2d-1 or 2d-2).
+    """
     tau = np.append(0.0, ca.collocation_points(degree, scheme))
     C = np.zeros((degree + 1, degree + 1))
     D = np.zeros(degree + 1)
-    B = np.zeros(degree + 1)
     for j in range(degree + 1):
         p = np.poly1d([1.0])
         for r in range(degree + 1):
@@ -49,6 +53,12 @@ def collocation_coefficients(degree: int, scheme: str):
         dp = np.polyder(p)
         for r in range(degree + 1):
             C[j, r] = dp(tau[r])
+    B = np.zeros(degree)
+    for j in range(degree):
+        p = np.poly1d([1.0])
+        for r in range(degree):
+            if r != j:
+                p *= np.poly1d([1.0, -tau[r + 1]]) / (tau[j + 1] - tau[r + 1])
         B[j] = np.polyint(p)(1.0)
     return tau, C, D, B
 
@@ -324,7 +334,7 @@ def build(problem: Problem, disc: Discretisation, solver_options: dict) -> Trans
             blocks.append(loss_block([xn(e, 0) for e in range(n_el)], np.full(n_el, 1.0 / n_el)))
         else:        # Gauss quadrature of the time-averaged loss
             blocks.append(loss_block([xc(e, j, 0) for e in range(n_el) for j in range(d)],
-                                     np.tile(Bcoef[1:], n_el) / n_el))
+                                     np.tile(Bcoef, n_el) / n_el))
     if problem.objective == "final" or free_time:
         blocks.append(loss_block([xn(n_el - 1, 0)], [1.0 if problem.objective == "final" else 0.0],
                                  row_target if free_time else None))

@@ -21,6 +21,7 @@ optional: ``check(p)`` cross-parameter validation; ``check_state(x, p)`` domain 
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import pkgutil
@@ -49,7 +50,9 @@ def _import_model_module(name: str) -> pytypes.ModuleType:
     if name.endswith(".py"):
         if not path.is_file():
             raise ValueError(f"model file {name!r} does not exist")
-        mod_name = f"opt_protocols_user_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+        # a stable name: numba's on-disk cache refers to the module by it in later processes
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+        mod_name = f"opt_protocols_user_{path.stem}_{digest}"
         if mod_name in sys.modules:
             return sys.modules[mod_name]
         spec = importlib.util.spec_from_file_location(mod_name, path)
@@ -248,5 +251,5 @@ def load_model(model: str | pytypes.ModuleType | Model, **params: Any) -> Model:
     if not isinstance(model, str):
         raise ValueError(f"model: expected a name, module or path, got {type(model).__name__}")
     module = _import_model_module(model)
-    name = model if (model in list_models()) else None
+    name = Path(model).stem if model.endswith(".py") else (model if model in list_models() else None)
     return Model(module, params, name=name)

@@ -188,6 +188,8 @@ def _solve_kwargs(args, cfg: dict) -> dict:
         kw["budgets"] = budgets
     if "constants" in cfg:
         kw["constants"] = cfg["constants"]
+    if "solver_options" in cfg:
+        kw["solver_options"] = dict(cfg["solver_options"])
     return kw
 
 

@@ -87,6 +87,16 @@ def _initial_state(args, cfg: dict, m):
         raise UsageError(f"initial state: {err}") from None
 
 
+def _problem_basics(args) -> tuple[dict, Any, float]:
+    """Config file contents, the model, and the horizon (from --t-final or the config)."""
+    cfg = _config(args.config)
+    m = _model(args, cfg)
+    T = args.t_final if args.t_final is not None else cfg.get("t_final")
+    if T is None:
+        raise UsageError("--t-final is required")
+    return cfg, m, T
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="built-in model name, dotted module, or path to a .py file")
     p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE", help="model parameter (repeatable)")
@@ -122,11 +132,7 @@ def cmd_models(args) -> int:
 
 def cmd_simulate(args) -> int:
     from .simulate import simulate
-    cfg = _config(args.config)
-    m = _model(args, cfg)
-    T = args.t_final if args.t_final is not None else cfg.get("t_final")
-    if T is None:
-        raise UsageError("--t-final is required")
+    cfg, m, T = _problem_basics(args)
     protocol = {k: _value(v) for k, v in _pairs(args.control, "--control").items()}
     tr = simulate(m, _initial_state(args, cfg, m), protocol, T, method=args.method, rtol=args.rtol, n_out=args.points)
     print(f"# {m.name} {m.time_name} loss  ({tr.method}, {tr.n_steps} steps, {tr.status})")
@@ -197,11 +203,7 @@ def cmd_solve(args) -> int:
     from tqdm import tqdm
 
     from .solve import solve
-    cfg = _config(args.config)
-    m = _model(args, cfg)
-    T = args.t_final if args.t_final is not None else cfg.get("t_final")
-    if T is None:
-        raise UsageError("--t-final is required")
+    cfg, m, T = _problem_basics(args)
     kw = _solve_kwargs(args, cfg)
     x0 = _initial_state(args, cfg, m)
     out = args.out or cfg.get("out") or f"results/{m.name}.h5"

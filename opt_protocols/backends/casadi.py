@@ -7,12 +7,14 @@ as symbolic expressions with exact derivatives for optimal control.
 """
 from __future__ import annotations
 
+import sys
 import types as pytypes
 from dataclasses import dataclass
 
 import casadi as ca
 import numpy as np
 
+from .. import ops as ops_numba
 from .. import ops_casadi
 
 
@@ -24,14 +26,31 @@ class CasadiModel:
     loss: ca.Function
 
 
-def symbolic_namespace(module: pytypes.ModuleType) -> dict:
-    """A copy of ``module``'s globals with ``ops`` -> CasADi and its functions re-bound to it."""
+def _uses_ops(obj) -> bool:
+    """A plain function written against the numba ``ops`` namespace (an equation or helper)."""
+    return isinstance(obj, pytypes.FunctionType) and obj.__globals__.get("ops") is ops_numba
+
+
+def symbolic_namespace(module: pytypes.ModuleType, _memo: dict | None = None) -> dict:
+    """A copy of ``module``'s globals with ``ops`` -> CasADi and its equation functions re-bound to it.
+
+    Helpers imported from another model module (sharing equations between model files) are
+    re-bound to that module's own symbolic namespace.
+    """
+    memo = {} if _memo is None else _memo
+    if module.__name__ in memo:
+        return memo[module.__name__]
     namespace = dict(vars(module))
+    memo[module.__name__] = namespace
     namespace["ops"] = ops_casadi
     for name, obj in vars(module).items():
-        if isinstance(obj, pytypes.FunctionType) and obj.__module__ == module.__name__:
+        if not isinstance(obj, pytypes.FunctionType):
+            continue
+        if obj.__module__ == module.__name__:
             namespace[name] = pytypes.FunctionType(obj.__code__, namespace, obj.__name__,
                                                    obj.__defaults__, obj.__closure__)
+        elif _uses_ops(obj) and obj.__module__ in sys.modules:
+            namespace[name] = symbolic_namespace(sys.modules[obj.__module__], memo)[obj.__name__]
     return namespace
 
 

@@ -34,9 +34,11 @@ class NumbaModel:
 
 
 def _register_helpers(module: pytypes.ModuleType) -> None:
+    """Make the module's functions (and equation helpers it imports from other models) callable from numba."""
+    from .. import ops
     for obj in vars(module).values():
-        if isinstance(obj, pytypes.FunctionType) and obj.__module__ == module.__name__ \
-                and id(obj) not in _registered:
+        if isinstance(obj, pytypes.FunctionType) and id(obj) not in _registered \
+                and (obj.__module__ == module.__name__ or obj.__globals__.get("ops") is ops):
             register_jitable(obj)
             _registered.add(id(obj))
 

@@ -310,3 +310,122 @@ def random_state(p, rng):
     R = W @ Ws.T
     x = initial_state(p, Q=Q, R=R, v=rng.uniform(0.5, 1.5, K) if p["learn_v"] else None)
     return x
+
+
+# ---- finite-N online SGD (validation of the equations; see opt_protocols.sgd) ----------------
+
+from opt_protocols.integrate import control_at as _control_at  # noqa: E402  (numba dispatcher)
+
+
+@numba.njit(cache=True)
+def _sgd_loop(A, B, v, vt, learn_v, eta_v, sigma, wd, tk, U0, U1, out_steps, rng):
+    """Online SGD of the soft committee machine, in place on the weights.
+
+    ``A`` (K, N) student and ``B`` (M, N) teacher first-layer weights, ``v`` the student
+    second layer (updated when ``learn_v``), ``vt`` the teacher's. Step k uses the controls
+    (eta, r) at alpha = k/N. Returns Q (n_out, K, K), R (n_out, K, M) and v (n_out, K)
+    after ``out_steps[j]`` steps.
+    """
+    K = A.shape[0]
+    N = A.shape[1]
+    M = B.shape[0]
+    n_out = out_steps.shape[0]
+    Qs = np.empty((n_out, K, K))
+    Rs = np.empty((n_out, K, M))
+    Vs = np.empty((n_out, K))
+    xs = np.empty(N)
+    gl = np.empty(K)
+    mask = np.empty(K)
+    isq = 1.0 / math.sqrt(N)
+    is2 = 1.0 / math.sqrt(2.0)
+    gp0 = math.sqrt(2.0 / math.pi)
+    decay = 1.0 - wd / N
+    n_total = out_steps[n_out - 1] if n_out > 0 else 0
+    s = 0
+    j = 0
+    k = 0
+    while True:
+        # record the order parameters after k steps
+        while j < n_out and out_steps[j] <= k:
+            Qs[j] = (A @ A.T) / N
+            Rs[j] = (A @ B.T) / N
+            Vs[j] = v
+            j += 1
+        if k >= n_total:
+            break
+        t = k / N
+        while s < tk.shape[0] - 2 and t >= tk[s + 1]:
+            s += 1
+        u = _control_at(t, s, tk, U0, U1)
+        eta = u[ETA]
+        r = u[KEEP]
+        # fresh input x ~ N(0, I_N) and the pre-activations lambda = A x / sqrt(N), nu = B x / sqrt(N)
+        for a in range(N):
+            xs[a] = rng.standard_normal()
+        lam = (A @ xs) * isq
+        nu = (B @ xs) * isq
+        # forward pass with a dropout mask (keep probability r) on the student units
+        yhat = 0.0
+        for i in range(K):
+            gl[i] = math.erf(lam[i] * is2)
+            mask[i] = 1.0 if (r >= 1.0 or rng.random() < r) else 0.0
+            yhat += mask[i] * v[i] * gl[i]
+        y = 0.0
+        for n in range(M):
+            y += vt[n] * math.erf(nu[n] * is2)
+        if sigma > 0.0:
+            y += sigma * rng.standard_normal()
+        delta = yhat - y
+        # w_i <- w_i (1 - wd/N) - eta Delta m_i v_i g'(lambda_i) x / sqrt(N)
+        for i in range(K):
+            ci = -eta * delta * mask[i] * v[i] * gp0 * math.exp(-0.5 * lam[i] * lam[i]) * isq
+            if decay != 1.0:
+                for a in range(N):
+                    A[i, a] = A[i, a] * decay + ci * xs[a]
+            elif ci != 0.0:
+                for a in range(N):
+                    A[i, a] += ci * xs[a]
+        # v_i <- v_i - (eta_v/N) Delta m_i g(lambda_i)
+        if learn_v:
+            for i in range(K):
+                v[i] -= (eta_v / N) * delta * mask[i] * gl[i]
+        k += 1
+    return Qs, Rs, Vs
+
+
+def sgd(p, x0, protocol, t_out, N, rng):
+    """Finite-N online SGD of the soft committee machine (SCIENCE.md section 1).
+
+    Teacher and student weights are built with order parameters exactly ``x0``: the
+    K + M rows of sqrt(N) times a random orthonormal frame (QR of a Gaussian matrix) are
+    mixed by the symmetric square root of the joint covariance [[Q, R], [R^T, T]], which
+    may be singular (e.g. Q = R = 0). Then alpha N steps, each on a fresh input x ~ N(0, I_N),
+    with label noise sigma, a Bernoulli(r) dropout mask per student unit in the forward pass
+    and the gradient (no rescaling), the learned second layer (rate eta_v/N) when ``learn_v``
+    and weight decay w <- w (1 - wd/N). Controls (eta, r) at alpha = k/N for step k.
+    Returns ``{"x": (len(t_out), n_x)}``, the order parameters measured from the weights.
+    """
+    K, M = p["K"], p["M"]
+    N = int(N)
+    if N < K + M:
+        raise ValueError(f"N = {N}: the finite-N simulation needs N >= K + M = {K + M}")
+    o = overlaps(x0, p)
+    C = np.block([[o["Q"], o["R"]], [o["R"].T, o["T"]]])
+    w, U = np.linalg.eigh(0.5 * (C + C.T))
+    S = (U * np.sqrt(np.clip(w, 0.0, None))) @ U.T
+    frame, _ = np.linalg.qr(rng.standard_normal((N, K + M)))   # N x (K + M), orthonormal columns
+    weights = math.sqrt(N) * (S @ frame.T)                      # rows: students then teachers
+    A = np.ascontiguousarray(weights[:K])
+    B = np.ascontiguousarray(weights[K:])
+    _, vt, _ = _vectors(p)
+    v = np.array(o["v"], dtype=float)          # the state's v when learned, else the parameter
+    t_out = np.asarray(t_out, dtype=float).ravel()
+    out_steps = np.round(t_out * N).astype(np.int64)
+    Qs, Rs, Vs = _sgd_loop(A, B, v, np.ascontiguousarray(vt, dtype=float), bool(p["learn_v"]),
+                           float(p["eta_v"]), float(p["sigma"]), float(p["wd"]),
+                           np.ascontiguousarray(protocol.tk, dtype=float),
+                           np.ascontiguousarray(protocol.U0, dtype=float),
+                           np.ascontiguousarray(protocol.U1, dtype=float), out_steps, rng)
+    X = np.array([initial_state(p, Q=Qs[j], R=Rs[j], v=Vs[j] if p["learn_v"] else None)
+                  for j in range(len(t_out))])
+    return {"x": X}

@@ -27,7 +27,7 @@ def _protocol_from_columns(problem: Problem, tr, U: np.ndarray, T: float) -> Pro
     U1 = np.empty((n_seg, m.n_u))
     for j, name in enumerate(m.control_names):
         if name in tr.opt_controls:
-            row = U[tr.opt_controls.index(name)]
+            row = np.clip(U[tr.opt_controls.index(name)], *problem.controls[name])
             if tr.disc.control_type == "linear":
                 U0[:, j], U1[:, j] = row[:-1], row[1:]
             else:
@@ -89,7 +89,7 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     loss (default), ``"integral"`` (time-averaged loss) or ``"time"`` (time to reach ``target``).
     ``warm_start``: ``"baseline"`` (forward simulation of the best constant protocol), a previous
     :class:`Solution`, or ``None`` (constant state guess). ``baselines``: extra named protocols to
-    evaluate next to the best constant. ``progress`` is called with the name of each stage
+    evaluate next to the best constant (a protocol, or ``(protocol, {static: value})``). ``progress`` is called with the name of each stage
     ("building", "baselines", "solving", "verifying"). Returns a :class:`Solution` whose ``status`` is
     ``"optimal"`` only when IPOPT converged.
     """
@@ -125,7 +125,10 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
     t_b = time.perf_counter()
     base = {"best_constant": bl.best_constant(problem), "default": bl.default_baseline(problem)}
     for name, spec in (baselines or {}).items():
-        base[name] = bl.given_baseline(problem, name, spec)
+        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping):
+            base[name] = bl.given_baseline(problem, name, spec[0], dict(spec[1]))   # (protocol, static values)
+        else:
+            base[name] = bl.given_baseline(problem, name, spec)
     baseline_time = time.perf_counter() - t_b
     args = bounds_and_parameters(tr, problem)
     if isinstance(warm_start, Solution) and warm_start.warm.get("x") is not None \

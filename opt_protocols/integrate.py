@@ -71,7 +71,7 @@ def _rk4_span(f, x, c, dims, a, b, dt, s, tk, U0, U1):
 @numba.njit(types.Tuple((v1, i8, i8, f8))(RHS_TYPE, v1, v1, iv, f8, f8, f8, f8, f8, i8, v1, m2, m2, i8),
             cache=True)
 def _dopri5_span(f, x, c, dims, a, b, h, rtol, atol, s, tk, U0, U1, max_steps):
-    """Integrate from a to b; returns (x(b), steps taken, status, last accepted step size)."""
+    """Integrate from a to b; returns (x(b), steps taken, status, proposed size of the next step)."""
     t = a
     n_steps = 0
     nx = x.shape[0]
@@ -89,13 +89,13 @@ def _dopri5_span(f, x, c, dims, a, b, h, rtol, atol, s, tk, U0, U1, max_steps):
         dm = max(d1, d2)
         h1 = max(1e-6, h0 * 1e-3) if dm <= 1e-15 else (0.01 / dm) ** 0.2
         h = min(100.0 * h0, h1)
-    last_h = h
     while t < b:
         if n_steps >= max_steps:
-            return x, n_steps, MAX_STEPS, last_h
+            return x, n_steps, MAX_STEPS, h
         final = False
+        h_proposed = h
         if t + h >= b or (b - t - h) < 1e-12 * max(1.0, abs(b)):
-            h = b - t
+            h = b - t   # shortened to land on the stop; the next span starts from the proposal
             final = True
         k2 = f(x + h * (_A21 * k1), control_at(t + _C2 * h, s, tk, U0, U1), c, dims)
         k3 = f(x + h * (_A31 * k1 + _A32 * k2), control_at(t + _C3 * h, s, tk, U0, U1), c, dims)
@@ -115,19 +115,18 @@ def _dopri5_span(f, x, c, dims, a, b, h, rtol, atol, s, tk, U0, U1, max_steps):
         n_steps += 1
         if not np.isfinite(en):
             if h < 1e-14 * max(1.0, abs(t)):
-                return x, n_steps, NOT_FINITE, last_h
+                return x, n_steps, NOT_FINITE, h
             h = 0.1 * h
             continue
         if en <= 1.0:
             t = b if final else t + h
             x = xn
             k1 = k7
-            last_h = h
             fac = 5.0 if en == 0.0 else min(5.0, max(0.2, 0.9 * en ** -0.2))
-            h = h * fac
+            h = max(h * fac, h_proposed) if final else h * fac
         else:
             h = h * max(0.2, 0.9 * en ** -0.2)
-    return x, n_steps, OK, last_h
+    return x, n_steps, OK, h
 
 
 @numba.njit(types.Tuple((m2, i8, i8))(RHS_TYPE, v1, v1, iv, v1, m2, m2, v1, i8, f8, f8, f8, i8), cache=True)

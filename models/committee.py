@@ -131,6 +131,11 @@ def overlaps(x, p):
 METHODS = ("overlaps",)
 
 
+def state_bounds(p):
+    """Physical domain for the optimiser: self-overlaps are non-negative."""
+    return {f"Q[{i},{i}]": (0.0, math.inf) for i in range(p["K"])}
+
+
 def check_state(x, p):
     """The joint covariance [[Q, R], [R^T, T]] must be positive semi-definite."""
     o = overlaps(x, p)
@@ -252,16 +257,19 @@ def rhs(x, u, c, dims):
             for j in range(K):
                 lin = lin - r ** _n_distinct(i, j, -1, -1) * v[i] * v[j] * _I3(C, i, k, j)
                 lin = lin - r ** _n_distinct(k, j, -1, -1) * v[k] * v[j] * _I3(C, k, i, j)
+            # I4(i, k, a, b) is symmetric in (a, b): sum each unordered pair once, off-diagonal twice
             quad = 0.0
             for n in range(M):
-                for m in range(M):
-                    quad = quad + vt[n] * vt[m] * _I4(C, i, k, K + n, K + m)
+                for m in range(n, M):
+                    pair = 1.0 if m == n else 2.0
+                    quad = quad + pair * vt[n] * vt[m] * _I4(C, i, k, K + n, K + m)
             quad = quad * r ** _n_distinct(i, k, -1, -1)
             for j in range(K):
                 for n in range(M):
                     quad = quad - 2.0 * r ** _n_distinct(i, k, j, -1) * v[j] * vt[n] * _I4(C, i, k, j, K + n)
-                for l in range(K):
-                    quad = quad + r ** _n_distinct(i, k, j, l) * v[j] * v[l] * _I4(C, i, k, j, l)
+                for l in range(j, K):
+                    pair = 1.0 if l == j else 2.0
+                    quad = quad + pair * r ** _n_distinct(i, k, j, l) * v[j] * v[l] * _I4(C, i, k, j, l)
             quad = quad + r ** _n_distinct(i, k, -1, -1) * sigma * sigma * _J2(C, i, k)
             out[_q(i, k, K)] = eta * lin + eta * eta * v[i] * v[k] * quad - 2.0 * wd * x[_q(i, k, K)]
     # dv_i

@@ -31,10 +31,6 @@ _CACHE: "OrderedDict[tuple, Transcription]" = OrderedDict()
 #: committee and DAE problems; final points are kept inside the original bounds).
 IPOPT_DEFAULTS = {"print_level": 0, "sb": "yes", "tol": 1e-10, "max_iter": 3000, "mu_strategy": "adaptive",
                   "honor_original_bounds": "yes"}
-#: IPOPT settings for a start from a previous solution's primal and dual values.
-WARM_START_OPTIONS = {"warm_start_init_point": "yes", "mu_init": 1e-6, "warm_start_bound_push": 1e-9,
-                      "warm_start_mult_bound_push": 1e-9, "warm_start_slack_bound_push": 1e-9,
-                      "warm_start_bound_frac": 1e-9, "warm_start_slack_bound_frac": 1e-9}
 CACHE_SIZE = 16
 
 
@@ -86,18 +82,6 @@ class Transcription:
     n_w: int
     g_kinds: list[tuple[str, int]] = field(default_factory=list)  # (kind, size) blocks of g
     build_time: float = 0.0
-    nlp: dict = field(default_factory=dict, repr=False)
-    options: dict = field(default_factory=dict, repr=False)
-    _warm_solver: ca.Function | None = field(default=None, repr=False)
-
-    @property
-    def warm_solver(self) -> ca.Function:
-        """The same NLP with IPOPT set up to start from given primal and dual values."""
-        if self._warm_solver is None:
-            opts = {**self.options, "ipopt": {**self.options["ipopt"], **WARM_START_OPTIONS}}
-            self._warm_solver = ca.nlpsol("ocp_warm", "ipopt", self.nlp, opts)
-        return self._warm_solver
-
     def element_times(self, t_final: float) -> np.ndarray:
         return np.linspace(0.0, t_final, self.n_el + 1)
 
@@ -370,7 +354,7 @@ def build(problem: Problem, disc: Discretisation, solver_options: dict) -> Trans
     solver = ca.nlpsol("ocp", "ipopt", nlp, opts)
     return Transcription(solver=solver, disc=disc, kind=m.kind, n_x=n_x, n_el=n_el, n_cols=n_cols,
                          opt_controls=opt, fixed_controls=fixed, static=static, free_time=free_time, tau=tau,
-                         slices=slices, n_w=n_w, g_kinds=g_kinds, nlp=nlp, options=opts)
+                         slices=slices, n_w=n_w, g_kinds=g_kinds)
 
 
 def bounds_and_parameters(tr: Transcription, problem: Problem) -> dict:

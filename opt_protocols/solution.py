@@ -44,7 +44,7 @@ class Solution:
     verification: dict[str, Any]
     baselines: dict[str, Baseline] = field(default_factory=dict)
     trajectory: Trajectory | None = None   # fine re-simulation of the optimum
-    warm: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    warm: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # solver-specific restart data
     run_id: str | None = None
     validation: dict[str, Any] | None = None
     attrs: dict[str, Any] = field(default_factory=dict, repr=False)

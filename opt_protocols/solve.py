@@ -88,7 +88,10 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     constraints (:class:`~opt_protocols.problem.Budget` or dicts). ``objective``: ``"final"``
     loss (default), ``"integral"`` (time-averaged loss) or ``"time"`` (time to reach ``target``).
     ``warm_start``: ``"baseline"`` (forward simulation of the best constant protocol), a previous
-    :class:`Solution`, or ``None`` (constant state guess). ``baselines``: extra named protocols to
+    :class:`Solution` (its protocol, stretched to this horizon and re-simulated with this problem's
+    constants: measured 1.2-3x fewer IPOPT iterations on neighbouring committee problems, where
+    IPOPT's own primal-dual warm start was erratic, up to 9x more), or ``None`` (constant guess).
+    ``baselines``: extra named protocols to
     evaluate next to the best constant (a protocol, or ``(protocol, {static: value})``). ``progress`` is called with the name of each stage
     ("building", "baselines", "solving", "verifying"). Returns a :class:`Solution` whose ``status`` is
     ``"optimal"`` only when IPOPT converged.
@@ -131,12 +134,18 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
             base[name] = bl.given_baseline(problem, name, spec)
     baseline_time = time.perf_counter() - t_b
     args = bounds_and_parameters(tr, problem)
-    if isinstance(warm_start, Solution) and warm_start.warm.get("x") is not None \
-            and warm_start.warm["x"].size == tr.n_w:
-        args["x0"] = warm_start.warm["x"]
-        args["lam_x0"] = warm_start.warm["lam_x"]
-        args["lam_g0"] = warm_start.warm["lam_g"]
-    elif warm_start == "baseline" or isinstance(warm_start, Solution):
+    if isinstance(warm_start, Solution):
+        # the previous optimal protocol, re-simulated under this problem's constants: a consistent guess
+        if warm_start.protocol.names != m.control_names:
+            raise ValueError(f"warm_start: the solution is for controls {warm_start.protocol.names}, "
+                             f"this model has {m.control_names}")
+        old = warm_start.protocol
+        scaled = Protocol(old.tk * (problem.t_final / old.tk[-1]), old.U0, old.U1, old.names)  # other horizon
+        prev = bl.Baseline("previous", scaled, {**base["best_constant"].static,
+                                                **{k: v for k, v in warm_start.static.items()
+                                                   if k in problem.static}}, float("nan"))
+        args["x0"] = _guess_from_baseline(problem, tr, prev)
+    elif warm_start == "baseline":
         args["x0"] = _guess_from_baseline(problem, tr, base["best_constant"])
     elif warm_start is None:
         args["x0"] = pack_guess(tr, np.repeat(problem.x0[:, None], tr.n_el, axis=1),
@@ -148,7 +157,7 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
     else:
         raise ValueError(f"warm_start: expected 'baseline', a Solution or None, got {warm_start!r}")
     args["x0"] = np.clip(args["x0"], args["lbx"], args["ubx"])
-    solver = tr.warm_solver if "lam_g0" in args else tr.solver
+    solver = tr.solver
     report("solving")
     t_s = time.perf_counter()
     res = solver(**args)
@@ -194,8 +203,7 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
                     control_type=disc.control_type, static=static_vals, protocol=proto,
                     state_names=list(m.state_names), time_name=m.time_name, model=m.name, params=dict(m.params), model_source=m.source,
                     spec=problem.to_dict(), stats=stats, verification=verification, baselines=base,
-                    trajectory=traj,
-                    warm={"x": w, "lam_x": np.array(res["lam_x"]).ravel(), "lam_g": np.array(res["lam_g"]).ravel()})
+                    trajectory=traj)
 
 
 def _is_cached(problem: Problem, disc: Discretisation, solver_options) -> bool:

@@ -24,6 +24,8 @@ import argparse
 import importlib.util
 import json
 import math
+import os
+import platform
 import sys
 import time
 import traceback
@@ -87,6 +89,16 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([line(COLUMNS), sep] + [line(c) for c in cells])
 
 
+def host_line() -> str:
+    """Where and under what load the numbers were taken (timings on a busy machine are noisy)."""
+    try:
+        load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return (f"# {platform.node()}: {os.cpu_count()} CPUs, load average {load} (1/5/15 min) at start; "
+            f"python {platform.python_version()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the opt-protocols benchmarks and print one table.")
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all), e.g. 'simulate'")
@@ -105,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     selected = names or list(available)
+    print(host_line())
     rows, failed = [], False
     for name in selected:
         t0 = time.perf_counter()

@@ -212,7 +212,7 @@ def cmd_solve(args) -> int:
               disable=args.quiet, file=sys.stderr) as bar:
         def progress(stage: str) -> None:
             bar.set_postfix_str(stage)
-            if stage != "building":
+            if stage in ("baselines", "solving", "verifying"):
                 bar.update(1)
         sol = solve(m, x0, t_final=T, progress=progress, **kw)
         bar.update(bar.total - bar.n)

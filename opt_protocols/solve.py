@@ -157,12 +157,17 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
     else:
         raise ValueError(f"warm_start: expected 'baseline', a Solution or None, got {warm_start!r}")
     args["x0"] = np.clip(args["x0"], args["lbx"], args["ubx"])
-    solver = tr.solver
     report("solving")
     t_s = time.perf_counter()
-    res = solver(**args)
+    res = tr.solver(**args)
+    st = tr.solver.stats()
+    attempts = [{"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))}]
+    if st.get("return_status") not in OPTIMAL and tr.fallback is not None:
+        report("solving (second attempt, monotone barrier)")
+        res = tr.fallback(**args)
+        st = tr.fallback.stats()
+        attempts.append({"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))})
     solve_time = time.perf_counter() - t_s
-    st = solver.stats()
     w = np.array(res["x"]).ravel()
     parts = unpack(tr, w)
     obj = float(res["f"])
@@ -193,7 +198,7 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
                         rtol=1e-10, atol=1e-12) if m.kind == "ode" else \
             simulate(m, problem.x0, proto, T, c=c_eff, n_out=min(int(T) + 1, 2001))
     grid = np.linspace(0.0, T, disc.intervals + 1)
-    stats = {"iterations": int(st.get("iter_count", -1)), "build_time": build_time, "solve_time": solve_time,
+    stats = {"iterations": int(st.get("iter_count", -1)), "attempts": attempts, "build_time": build_time, "solve_time": solve_time,
              "baseline_time": baseline_time, "wall_time": time.perf_counter() - t_start,
              "n_variables": tr.n_w, "n_constraints": int(args["lbg"].size), "cached_build": cached,
              "discretisation": {"intervals": disc.intervals, "degree": disc.degree, "scheme": disc.scheme,

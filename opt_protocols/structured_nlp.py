@@ -131,12 +131,14 @@ def build_structured_nlp(w: ca.MX, p: ca.MX, blocks: list[Block], Gw: sp.spmatri
         zs = ca.SX.sym("z", b.n_z)
         qs = ca.SX.sym("q", b.fn.size1_in(1))
         rs = b.fn(zs, qs)
-        J = ca.cse(ca.jacobian(rs, zs))
+        # (no common-subexpression pass here: measured 5-7x the cost of building the Hessian for ~6% fewer
+        # instructions; the block function itself is already CSE'd)
+        J = ca.jacobian(rs, zs)
         ls = ca.SX.sym("l", b.n_r)
-        H = ca.cse(ca.hessian(ca.dot(ls, rs), zs)[0])
+        H = ca.hessian(ca.dot(ls, rs), zs)[0]
         jf = ca.Function("jac_" + b.fn.name(), [zs, qs], [J])
         hf = ca.Function("hess_" + b.fn.name(), [zs, qs, ls], [H])
-        vf = ca.Function("vjp_" + b.fn.name(), [zs, qs, ls], [ca.cse(ca.jtimes(rs, zs, ls, True))])
+        vf = ca.Function("vjp_" + b.fn.name(), [zs, qs, ls], [ca.jtimes(rs, zs, ls, True)])
         Z = ca.reshape(ca.mtimes(ca.DM(sp.csc_matrix(b.Aw)), w) + ca.mtimes(ca.DM(sp.csc_matrix(b.Ap)), p),
                        b.n_z, b.count)
         Qp = ca.reshape(ca.mtimes(ca.DM(sp.csc_matrix(b.Bq)), p), qs.numel(), b.count)
@@ -145,9 +147,10 @@ def build_structured_nlp(w: ca.MX, p: ca.MX, blocks: list[Block], Gw: sp.spmatri
         g = g + ca.mtimes(ca.DM(sp.csc_matrix(b.Gr)), vecR)
         f = f + ca.dot(ca.DM(b.fr), vecR)
         Aw = sp.csr_matrix(b.Aw)
-        # gradient of f: Aw' vec(J_e' fr_e)
-        grad = grad + ca.mtimes(ca.DM(sp.csc_matrix(Aw.T)),
-                                ca.vec(vf.map(b.count)(Z, Qp, ca.DM(b.fr.reshape(b.count, b.n_r).T))))
+        # gradient of f: Aw' vec(J_e' fr_e), only for blocks that enter the objective
+        if np.any(b.fr):
+            grad = grad + ca.mtimes(ca.DM(sp.csc_matrix(Aw.T)),
+                                    ca.vec(vf.map(b.count)(Z, Qp, ca.DM(b.fr.reshape(b.count, b.n_r).T))))
         # Jacobian of g: Gr BD(J) Aw
         rows, cols = _pattern_indices(jf.sparsity_out(0), b.count, b.n_r, b.n_z)
         Gr = sp.csc_matrix(b.Gr)

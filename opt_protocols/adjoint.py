@@ -31,7 +31,8 @@ model at N = 2000, 42,000 for its VJP). Measured at N = 2000: the SX virtual mac
 1 ms per forward step inside a ``mapaccum`` (numba: 15 us per step including the Python call),
 i.e. ~30 s per gradient at T = 10^4; generating C from that graph and compiling it with gcc -O1
 did not finish in 4 minutes (1.8 MB of straight-line code). The source transformation keeps
-the loops, so the derived VJP runs at numba speed for any N and compiles in ~1 s. Models whose
+the loops, so the derived VJP runs at numba speed for any N (compiled once per model file, ~10 s
+with the drivers, then loaded from numba's disk cache). Models whose
 ``step`` uses a construct the transformation does not support (see :func:`derive_vjp`) fall
 back to the CasADi VJP evaluated step by step (``kernel="casadi"``: exact, generic, slow).
 
@@ -1527,8 +1528,9 @@ def solve_adjoint(model: Model | str, x0: np.ndarray | None = None, t_final: flo
     then linear decay to 0 over the last fraction of the steps). ``hops``: basin-hopping rounds
     after the starts (random rearrangements of the incumbent, see :func:`_hop`, each followed by a
     local optimisation; improvements are kept); ``seed`` seeds them.
-    ``optimizer``: ``"L-BFGS-B"`` (default without constraints), ``"SLSQP"`` (default with
-    budgets or monotonicity), ``"trust-constr"`` or ``"ipopt"``; ``options`` are passed to it.
+    ``optimizer``: ``"SLSQP"`` (default; linear constraints for budgets and monotonicity),
+    ``"L-BFGS-B"`` (bounds only; cheaper local solves, the better partner of ``hops`` on rugged
+    landscapes), ``"trust-constr"`` or ``"ipopt"``; ``options`` are passed to it.
     ``tol``: optimiser tolerance (relative decrease / projected gradient of log J).
     ``kernel``: see :func:`get_kernel`.
 
@@ -1693,7 +1695,7 @@ def solve_adjoint(model: Model | str, x0: np.ndarray | None = None, t_final: flo
              "baseline_time": baseline_time, "wall_time": time.perf_counter() - t_start,
              "n_variables": int(win["z"].size),
              "n_constraints": 0 if _constraints(setup) is None else int(_constraints(setup)[0].shape[0]),
-             "cached_build": True, "checkpoint_every": ev.S, "winner": win["start"],
+             "checkpoint_every": ev.S, "winner": win["start"],
              "starts": [{"start": r["start"], "objective": _j(r["f"]), "iterations": r["nit"],
                          "evaluations": r["nfev"], "message": r["message"], "success": r["success"],
                          "time": r["time"], "projected_gradient": r["projected_gradient"]} for r in runs],

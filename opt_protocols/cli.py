@@ -165,7 +165,7 @@ def cmd_simulate(args) -> int:
 def _solve_kwargs(args, cfg: dict) -> dict:
     kw: dict[str, Any] = {}
     for key in ("intervals", "degree", "scheme", "elements", "control_type", "objective", "target",
-                "smoothness", "t_max"):
+                "smoothness", "t_max", "method"):
         if key in cfg:
             kw[key] = cfg[key]
         val = getattr(args, key, None)
@@ -334,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=float, help="target loss (objective 'time')")
     s.add_argument("--t-max", dest="t_max", type=float, help="largest horizon (objective 'time')")
     s.add_argument("--smoothness", type=float, help="penalty weight on control jumps")
+    s.add_argument("--method", choices=["collocation", "adjoint"], help="adjoint: discrete maps at scale")
     s.add_argument("--out", "-o", help="HDF5 results file (default results/<model>.h5)")
     s.add_argument("--run-id")
     s.add_argument("--plot", help="also write a PNG of the solution")

@@ -78,8 +78,11 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
           control_type: str = "constant", warm_start: Any = "baseline",
           baselines: Mapping[str, Any] | None = None, solver_options: Mapping[str, Any] | None = None,
           verify: bool = True, params: Mapping[str, Any] | None = None,
-          progress: Callable[[str], None] | None = None) -> Solution:
-    """Optimal protocol for ``model`` by direct collocation (CasADi + IPOPT).
+          progress: Callable[[str], None] | None = None, method: str = "collocation",
+          adjoint_options: Mapping[str, Any] | None = None) -> Solution:
+    """Optimal protocol for ``model`` by direct collocation (CasADi + IPOPT), or for discrete maps with
+    ``method="adjoint"`` by exact adjoint gradients (:mod:`opt_protocols.adjoint`; scales to thousands of
+    states and 10^5 steps).
 
     ``controls`` maps each optimised control to its bounds (default: the model's first control
     on its admissible range, which must then be finite); the other controls keep their model
@@ -96,6 +99,17 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     ("building", "baselines", "solving", "verifying"). Returns a :class:`Solution` whose ``status`` is
     ``"optimal"`` only when IPOPT converged.
     """
+    if method == "adjoint":   # discrete maps: exact adjoint gradient (opt_protocols/adjoint.py)
+        from .adjoint import solve_adjoint
+        return solve_adjoint(model, x0, t_final, controls=controls, fixed=fixed, static=static, budgets=budgets,
+                             smoothness=smoothness, monotone=monotone, state_bounds=state_bounds,
+                             objective=objective, target=target, t_max=t_max, constants=constants,
+                             intervals=intervals, control_type=control_type,
+                             warm_start=warm_start if isinstance(warm_start, Solution) else None,
+                             baselines=baselines, verify=verify, params=params, progress=progress,
+                             **dict(adjoint_options or {}))
+    if method != "collocation":
+        raise ValueError(f"method {method!r}: expected 'collocation' or 'adjoint'")
     t_start = time.perf_counter()
     if isinstance(model, str):
         model = load_model(model, **dict(params or {}))

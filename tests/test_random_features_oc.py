@@ -1,0 +1,392 @@
+"""Optimal control of the random-feature recursion with the exact adjoint method
+(opt_protocols/adjoint.py; SCIENCE.md section 5).
+
+Tolerances: the derived VJPs and the adjoint gradient are exact up to rounding (compared with
+CasADi's reverse mode: 1e-12 relative; the VJPs are compiled with reassociation, which changes
+rounding at the 1e-16 level). Optimal objectives are compared at the optimisers' tolerances
+(relative decrease of log J below 1e-12): 1e-9 relative between two methods converged to the same
+local minimum. Reference numbers of SCIENCE.md are checked to half a unit of their last digit.
+"""
+from __future__ import annotations
+
+import tempfile
+import textwrap
+from pathlib import Path
+
+import casadi as ca
+import numpy as np
+import pytest
+
+import opt_protocols as op
+from opt_protocols import adjoint as adj
+
+BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # SCIENCE.md section 5 reference
+T_BM26 = 100
+
+
+def _half_unit(ref: str) -> float:
+    return 0.5 * 10.0 ** (-len(ref.split(".")[1]))
+
+
+def _assert_matches_ref(value: float, ref: str):
+    assert abs(value - float(ref)) <= _half_unit(ref), f"{value!r} does not round to {ref}"
+
+
+# ---- the derived adjoint ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("params", [dict(N=40), dict(N=40, momentum=True, tail=True),
+                                    dict(N=30, m=1.0, sigma=2.0, a=3.0, b=4.0)])
+def test_derived_vjp_matches_casadi(params):
+    """VJPs derived from the model's step/loss source vs CasADi reverse mode of the traced step."""
+    model = op.load_model("random_features", **params)
+    assert adj.get_kernel(model).kind == "source"
+    assert adj.check_kernel(model, n=5) <= 1e-12
+
+
+def _unrolled_gradient(model, U, objective="final"):
+    """J and dJ/dU from the recursion unrolled symbolically in CasADi (independent of the adjoint)."""
+    T = U.shape[0]
+    Us = ca.SX.sym("U", T, model.n_u)
+    x = ca.DM(model.initial_state())
+    J = 0
+    for t in range(T):
+        x = model.casadi.rhs(x, Us[t, :].T, model.c)
+        if objective == "integral":
+            J += model.casadi.loss(x, model.c) / T
+    if objective == "final":
+        J = model.casadi.loss(x, model.c)
+    f = ca.Function("f", [Us], [J, ca.gradient(J, Us)])
+    Jv, G = f(U)
+    return float(Jv), np.array(G)
+
+
+@pytest.mark.parametrize("momentum,objective", [(False, "final"), (True, "final"), (False, "integral")])
+def test_adjoint_gradient_is_exact(momentum, objective):
+    model = op.load_model("random_features", N=8, sigma=0.7, momentum=momentum)
+    T = 25
+    rng = np.random.default_rng(2)
+    cols = [rng.uniform(0.2, 1.2, T), rng.uniform(1.0, 8.0, T)] + ([rng.uniform(0.1, 1.0, T)] if momentum else [])
+    U = np.column_stack(cols)
+    ev = adj.MapAdjoint(model, T, objective=objective)
+    J, G = ev.value_and_grad(U)
+    J_ref, G_ref = _unrolled_gradient(model, U, objective)
+    assert J == pytest.approx(J_ref, rel=1e-13)
+    np.testing.assert_allclose(G, G_ref, rtol=1e-11, atol=1e-13 * np.abs(G_ref).max())
+
+
+def test_checkpointing_gives_the_same_gradient(monkeypatch):
+    model = op.load_model("random_features", N=50)
+    T = 300
+    U = np.column_stack([0.4 + 0.3 * np.sin(np.arange(T) / 17.0), np.full(T, 5.0)])
+    J1, G1 = adj.MapAdjoint(model, T).value_and_grad(U)
+    monkeypatch.setattr(adj, "STORE_ALL_BYTES", 50 * 8 * 16)      # segments of 16 steps
+    ev = adj.MapAdjoint(model, T)
+    assert ev.S == 16
+    J2, G2 = ev.value_and_grad(U)
+    assert J1 == J2
+    np.testing.assert_allclose(G2, G1, rtol=1e-13, atol=1e-16)
+
+
+_HELPER_MODEL = '''
+"""A scalar map whose step calls a helper: outside the source transformation's subset."""
+import math
+import numpy as np
+from opt_protocols import ops
+from opt_protocols.spec import Control, Param
+
+TIME = "t"
+KIND = "map"
+PARAMETERS = {"q": Param(0.3, float, doc="noise")}
+
+
+def dims(p):
+    return (2,)
+
+
+def state_names(p):
+    return ["w[0]", "w[1]"]
+
+
+def controls(p):
+    return {"eta": Control(0.2, 0.0, math.inf, "step")}
+
+
+def constants(p):
+    return {"q": p["q"]}
+
+
+def initial_state(p):
+    return np.array([1.0, 0.5])
+
+
+def shrink(v, eta):
+    return v * (1.0 - eta) + 0.1 * eta * eta * ops.sin(v)
+
+
+def step(x, u, c, dims):
+    out = ops.zeros(2)
+    out[0] = shrink(x[0], u[0]) + c[0] * u[0] * u[0] * x[1]
+    out[1] = shrink(x[1], u[0])
+    return out
+
+
+def loss(x, c, dims):
+    return x[0] * x[0] + x[1] * x[1]
+'''
+
+
+_SYNTHETIC_MODEL = '''
+"""A synthetic map for the source transformation: nested loops, accumulators, ops functions."""
+import math
+import numpy as np
+from opt_protocols import ops
+from opt_protocols.spec import Control, Param
+
+TIME = "t"
+KIND = "map"
+PARAMETERS = {"n": Param(4, int, lo=1)}
+K0 = 1
+
+
+def dims(p):
+    return (p["n"],)
+
+
+def state_names(p):
+    return [f"x[{i}]" for i in range(p["n"])]
+
+
+def controls(p):
+    return {"eta": Control(0.2, 0.0, math.inf, "step"), "g": Control(0.5, 0.0, 2.0, "gain")}
+
+
+def constants(p):
+    return {"w": np.linspace(0.5, 1.5, p["n"])}
+
+
+def initial_state(p):
+    return np.linspace(0.2, 0.9, p["n"])
+
+
+def step(x, u, c, dims):
+    n = dims[0]
+    eta = u[0]
+    g = u[1]
+    s = 0.0
+    for i in range(n):
+        s = s + c[i] * ops.sqrt(1.0 + x[i] * x[i])
+    s2 = 0.0
+    for i in range(n):
+        s2 += ops.exp(-x[i]) * eta
+    out = ops.zeros(n)
+    for i in range(n):
+        acc = 0.0
+        for j in range(K0, n):
+            acc = acc + ops.tanh(x[j] * g) / (1.0 + j)
+        r = ops.if_else(x[i] > 0.5, x[i] ** 2, ops.fmax(x[i], 0.3))
+        out[i] = x[i] - eta * (s * r - acc) + g ** 1.5 * ops.safe_asin(0.3 * x[i]) - s2 * 0.01 + ops.erf(x[i] * eta)
+    return out
+
+
+def loss(x, c, dims):
+    n = dims[0]
+    L = 0.0
+    for i in range(n):
+        L = L + c[i] * ops.log1p(x[i] * x[i])
+    return L / n
+'''
+
+
+def test_derived_vjp_is_generic():
+    """The transformation is not specific to random features: nested loops, accumulations (v = v + e
+    and +=) read after their loop, if_else, fmax, safe_asin, erf, tanh, x ** 1.5, a module constant.
+    (The model file lives at a fixed temporary path so that numba's disk cache is reused: the first
+    run compiles for ~10 s.)"""
+    path = Path(tempfile.gettempdir()) / "opt_protocols_tests" / "synthetic_map.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != _SYNTHETIC_MODEL:
+        path.write_text(_SYNTHETIC_MODEL)
+    model = op.load_model(str(path), n=5)
+    assert adj.get_kernel(model).kind == "source"
+    T = 8
+    U = np.column_stack([np.linspace(0.01, 0.05, T), np.full(T, 0.3)])
+    J, G = adj.MapAdjoint(model, T).value_and_grad(U)
+    J_ref, G_ref = _unrolled_gradient(model, U)
+    assert J == pytest.approx(J_ref, rel=1e-13)
+    np.testing.assert_allclose(G, G_ref, rtol=1e-11, atol=1e-13 * np.abs(G_ref).max())
+
+
+def test_unsupported_step_falls_back_to_casadi(tmp_path):
+    path = tmp_path / "helper_map.py"
+    path.write_text(textwrap.dedent(_HELPER_MODEL))
+    model = op.load_model(str(path))
+    with pytest.raises(adj.UnsupportedStep, match="shrink"):
+        adj.derive_vjp(model.module.step, (0, 1), "v")
+    assert adj.get_kernel(model).kind == "casadi"
+    T = 30
+    U = np.linspace(0.1, 0.6, T)[:, None]
+    J, G = adj.MapAdjoint(model, T).value_and_grad(U)
+    J_ref, G_ref = _unrolled_gradient(model, U)
+    assert J == pytest.approx(J_ref, rel=1e-13)
+    np.testing.assert_allclose(G, G_ref, rtol=1e-11)
+    sol = adj.solve_adjoint(model, t_final=T, controls={"eta": (0.0, 1.0)}, intervals=5, families=(),
+                            starts=("best_constant",))
+    assert sol.stats["kernel"] == "casadi" and sol.verification["ok"]
+    assert sol.objective <= sol.baselines["best_constant"].objective
+
+
+# ---- agreement with the collocation solve -------------------------------------------------------
+
+def test_agrees_with_collocation():
+    """op.solve (CasADi collocation, one element per step) and the adjoint method on N = 50, T = 100,
+    20 blocks: same optimum. The objective is flat along some directions of the controls
+    (measured: controls differ by 1.6e-6 while the objectives agree to 2e-13)."""
+    model = op.load_model("random_features", a=2.0, b=2.0, sigma=0.5, m=5.0, N=50)
+    ref = op.solve(model, t_final=100, controls={"eta": (0.0, 2.0)}, intervals=20)
+    sol = adj.solve_adjoint(model, t_final=100, controls={"eta": (0.0, 2.0)}, intervals=20)
+    assert ref.status == "optimal" and sol.status == "optimal"
+    assert sol.objective == pytest.approx(ref.objective, rel=1e-9)
+    np.testing.assert_allclose(sol.controls["eta"], ref.controls["eta"], atol=1e-4)
+    assert sol.baselines["best_constant"].values["eta"] == pytest.approx(
+        ref.baselines["best_constant"].values["eta"], abs=1e-6)
+    np.testing.assert_array_equal(sol.t_controls, ref.t_controls)
+
+
+# ---- reference numbers --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bm26_solution():
+    model = op.load_model("random_features", **BM26)
+    return adj.solve_adjoint(model, t_final=T_BM26, controls={"eta": (0.0, 2.0)}, intervals=100,
+                             families=("power_law", "wsd"), hops=100, seed=0, optimizer="L-BFGS-B")
+
+
+def test_bm26_baselines(bm26_solution):
+    """SCIENCE.md section 5: optimal constant eta = 0.46977 (L = 0.124404), optimal power law
+    1.863 (t+1)^(-0.3517) (L = 0.11069), both found by the adjoint method's baseline fits."""
+    b = bm26_solution.baselines
+    _assert_matches_ref(b["best_constant"].values["eta"], "0.46977")
+    _assert_matches_ref(b["best_constant"].objective, "0.124404")
+    _assert_matches_ref(b["power_law"].values["c"], "1.863")
+    _assert_matches_ref(b["power_law"].values["chi"], "0.3517")
+    _assert_matches_ref(b["power_law"].objective, "0.11069")
+    assert b["wsd"].objective < b["power_law"].objective
+
+
+def test_bm26_optimum(bm26_solution):
+    """Published optimum 0.08136, reproduced to its digits (or better). The landscape has many local
+    minima with eta = 2 spikes (one step per block; steps nearly commute, so rearranged spike
+    patterns are nearly equally good): the two starts alone end at 0.081366-0.081381 depending on
+    the optimiser, L-BFGS-B + 100 basin-hopping rounds reached 0.0813601, 0.0813566, 0.0813563
+    (seeds 0, 1, 2). test_bm26_better_than_published (slow) shows a protocol below the published
+    value (0.081351): 0.08136 is a local optimum, not the global one."""
+    sol = bm26_solution
+    assert sol.status == "optimal" and sol.verification["ok"]
+    assert sol.objective <= 0.08136 + _half_unit("0.08136")
+    assert sol.objective > 0.08134
+    eta = sol.controls["eta"]
+    assert eta.min() >= 0.0 and eta.max() <= 2.0
+    assert sol.stats["winner"].split("+")[0] in ("best_constant", "power_law")
+    assert {s["start"] for s in sol.stats["starts"]} == {"best_constant", "power_law"}
+    assert sol.objective < min(b.objective for b in sol.baselines.values())
+
+
+@pytest.mark.slow
+def test_bm26_better_than_published():
+    """The published 0.08136 is not the global optimum: period-3 spikes (2, 0.92, 0.92) on blocks
+    3-29 as a start, re-optimised, give 0.0813508 (long basin hopping from the default starts
+    reached 0.081349-0.081359 depending on optimiser and seed), verified by simulation."""
+    model = op.load_model("random_features", **BM26)
+    kw = dict(t_final=T_BM26, controls={"eta": (0.0, 2.0)}, intervals=100)
+    first = adj.solve_adjoint(model, **kw)
+    eta = first.controls["eta"].copy()
+    eta[3:30] = np.tile([2.0, 0.92, 0.92], 9)
+    sol = adj.solve_adjoint(model, starts=({"eta": eta},), families=(), **kw)
+    assert sol.status == "optimal" and sol.objective < 0.081355
+    assert op.simulate(model, None, sol.protocol, T_BM26, n_out=2).final_loss == pytest.approx(sol.objective,
+                                                                                                rel=1e-13)
+
+
+# ---- momentum, batch size under a data budget, optimisers --------------------------------------
+
+def test_momentum_beats_constants():
+    model = op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, m=5.0, momentum=True)
+    sol = adj.solve_adjoint(model, t_final=300, controls={"eta": (0.0, 2.0), "beta": (0.02, 1.0)}, intervals=30)
+    assert sol.status == "optimal" and sol.verification["ok"]
+    const = sol.baselines["best_constant"]
+    assert set(const.values) == {"eta", "beta"}
+    assert sol.objective < 0.9 * const.objective
+    assert sol.objective < sol.baselines["power_law"].objective
+    # momentum can only help: beta = 1 is plain SGD, inside the admissible range
+    plain = adj.solve_adjoint(op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, m=5.0),
+                              t_final=300, controls={"eta": (0.0, 2.0)}, intervals=30)
+    assert sol.objective <= plain.objective * (1 + 1e-9)
+
+
+def test_batch_size_with_data_budget():
+    model = op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, m=5.0)
+    T = 200
+    sol = adj.solve_adjoint(model, t_final=T, controls={"eta": (0.0, 2.0), "m": (1.0, 50.0)},
+                            budgets=[op.Budget("m", 5.0)], intervals=20)
+    assert sol.status == "optimal" and sol.verification["ok"]
+    m_steps = sol.protocol.values(np.arange(T) + 0.5)["m"]
+    assert np.sum(m_steps) == pytest.approx(5.0 * T, rel=1e-10)
+    const = sol.baselines["best_constant"]
+    assert const.values["m"] == 5.0
+    eta_only = adj.solve_adjoint(model, t_final=T, controls={"eta": (0.0, 2.0)}, intervals=20)
+    assert sol.objective < eta_only.objective < const.objective
+
+
+@pytest.mark.parametrize("optimizer", ["L-BFGS-B", "trust-constr", "ipopt"])
+def test_optimizers_agree(optimizer):
+    model = op.load_model("random_features", N=100, a=2.0, b=2.0, sigma=0.5, m=5.0)
+    kw = dict(t_final=316, controls={"eta": (0.0, 2.0)}, intervals=20, families=(), starts=("best_constant",))
+    ref = adj.solve_adjoint(model, **kw)
+    sol = adj.solve_adjoint(model, optimizer=optimizer, **kw)
+    assert ref.stats["optimizer"] == "SLSQP" and sol.stats["optimizer"] == optimizer
+    assert sol.status in ("optimal", "acceptable")
+    assert sol.objective == pytest.approx(ref.objective, rel=1e-8)
+
+
+def test_overflowing_start_is_recovered():
+    """A start far above the stability threshold: the forward pass overflows, the objective says
+    so, and the optimiser backs off into the stable region."""
+    model = op.load_model("random_features", N=50, a=2.0, b=2.0, sigma=0.5, m=5.0)
+    T = 2000
+    ev = adj.MapAdjoint(model, T)
+    assert ev.value(np.column_stack([np.full(T, 1.9), np.full(T, 5.0)])) == np.inf
+    sol = adj.solve_adjoint(model, t_final=T, controls={"eta": (0.0, 2.0)}, intervals=10, families=(),
+                            starts=({"eta": np.full(10, 1.9)}, "best_constant"))
+    assert sol.status in ("optimal", "acceptable") and np.isfinite(sol.objective)
+    assert sol.objective < sol.baselines["best_constant"].objective
+
+
+def test_solution_roundtrip(tmp_path):
+    model = op.load_model("random_features", N=30)
+    sol = adj.solve_adjoint(model, t_final=120, controls={"eta": (0.0, 2.0)}, intervals=12,
+                            families=("power_law", "wsd"))
+    path = tmp_path / "rf.h5"
+    run = sol.save(path)
+    back = op.load(path, run)
+    assert back.objective == sol.objective and back.status == sol.status
+    np.testing.assert_array_equal(back.controls["eta"], sol.controls["eta"])
+    assert set(back.baselines) == {"best_constant", "default", "power_law", "wsd"}
+    assert back.stats["method"] == "adjoint" and back.stats["winner"] == sol.stats["winner"]
+    assert op.simulate(model, None, back, 120, n_out=2).final_loss == pytest.approx(sol.objective, rel=1e-13)
+
+
+def test_rejects_what_it_cannot_do():
+    model = op.load_model("random_features", N=10)
+    with pytest.raises(ValueError, match="ODE"):
+        adj.solve_adjoint(op.load_model("random_features_ode", N=10), t_final=10)
+    with pytest.raises(ValueError, match="static"):
+        adj.solve_adjoint(model, t_final=10, intervals=5, static={"sigma": (0.0, 1.0)})
+    with pytest.raises(ValueError, match="objective 'time'"):
+        adj.solve_adjoint(model, t_final=10, intervals=5, objective="time")
+    with pytest.raises(ValueError, match="at most 10 blocks"):
+        adj.solve_adjoint(model, t_final=10, intervals=20, controls={"eta": (0.0, 2.0)})
+    with pytest.raises(ValueError, match="finite bounds"):
+        adj.solve_adjoint(model, t_final=10, intervals=5)
+    with pytest.raises(ValueError, match="L-BFGS-B"):
+        adj.solve_adjoint(model, t_final=10, intervals=5, controls={"eta": (0, 2), "m": (1, 10)},
+                          budgets=[op.Budget("m", 5.0)], optimizer="L-BFGS-B")

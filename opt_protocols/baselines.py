@@ -16,7 +16,7 @@ from scipy import optimize
 
 from .problem import Problem
 from .protocol import Protocol, as_protocol
-from .simulate import final_loss, simulate  # noqa: F401  (final_loss re-exported for solve)
+from .simulate import final_loss, simulate
 
 GRID_1D = 41
 GRID_ND = 9

@@ -9,7 +9,7 @@ segment (constant when ``U0 == U1``). The numba integrators read this form.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 

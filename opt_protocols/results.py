@@ -23,7 +23,7 @@ import casadi as ca
 import numpy as np
 
 from . import __version__, storage
-from .baselines import Baseline, constants_with_static
+from .baselines import Baseline
 from .protocol import Protocol
 from .simulate import Trajectory
 from .solution import Solution

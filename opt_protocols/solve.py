@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping
 
-import casadi as ca
 import numpy as np
 
 from . import baselines as bl
@@ -12,7 +11,7 @@ from .collocation import bounds_and_parameters, get_transcription, pack_guess, u
 from .model import Model, load_model
 from .problem import Discretisation, Problem, make_problem
 from .protocol import Protocol
-from .simulate import simulate
+from .simulate import final_loss, simulate
 from .solution import VERIFY_RTOL, Solution
 
 OPTIMAL = {"Solve_Succeeded"}
@@ -201,7 +200,7 @@ def solve_problem(problem: Problem, disc: Discretisation, *, warm_start: Any = "
     report("verifying")
     if verify and status != "failed":
         if tr.free_time:   # the protocol ends at the optimal time: check the loss reached there
-            sim, coll = bl.final_loss(m, problem.x0, proto, T, c=c_eff), float(loss[-1])
+            sim, coll = final_loss(m, problem.x0, proto, T, c=c_eff), float(loss[-1])
         else:
             sim, coll = bl.evaluate(problem, proto, static_vals, t_final=T), obj
         gap = abs(sim - coll) / max(abs(sim), 1e-300)

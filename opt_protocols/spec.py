@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -165,5 +165,3 @@ def validate_params(declared: dict[str, Param], given: dict[str, Any], model: st
         out[name] = spec.validate(name, given[name]) if name in given else spec.default
     return out
 
-
-CheckFn = Callable[[dict], None]

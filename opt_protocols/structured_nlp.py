@@ -116,7 +116,7 @@ def _pattern_indices(spars: ca.Sparsity, count: int, n_rows: int, n_cols: int):
 def build_structured_nlp(w: ca.MX, p: ca.MX, blocks: list[Block], Gw: sp.spmatrix, Gp: sp.spmatrix,
                          fw: np.ndarray, Q: sp.spmatrix | None):
     """(nlp dict, nlpsol options with exact assembled derivatives) for the block-structured NLP."""
-    n_w, n_p = w.numel(), p.numel()
+    n_w = w.numel()
     n_g = Gw.shape[0]
     g = ca.mtimes(ca.DM(sp.csc_matrix(Gw)), w) + ca.mtimes(ca.DM(sp.csc_matrix(Gp)), p)
     f = ca.dot(ca.DM(fw), w)

@@ -52,6 +52,7 @@ __all__ = [
     "RunNotFoundError",
     "write_run",
     "write_runs",
+    "write_fresh",
     "list_runs",
     "read_run",
     "read_runs",
@@ -448,6 +449,19 @@ def write_runs(path: str | os.PathLike, records: Iterable[RunRecord], *, exist_o
 def write_run(path: str | os.PathLike, record: RunRecord, *, exist_ok: bool = False) -> None:
     """Append one run to ``path`` (see :func:`write_runs`)."""
     write_runs(path, [record], exist_ok=exist_ok)
+
+
+def write_fresh(path: str | os.PathLike, records: Iterable[RunRecord]) -> None:
+    """Replace ``path`` by a file holding exactly ``records`` (written aside, then renamed atomically).
+
+    For scripts that regenerate a whole results file; :func:`write_runs` appends instead.
+    """
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.new")
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    write_runs(tmp, records)
+    os.replace(tmp, path)
 
 
 def list_runs(path: str | os.PathLike) -> list[str]:

@@ -20,7 +20,6 @@ count, ``curriculum-n240`` is the reference) and ``curriculum.png``.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -129,15 +128,6 @@ def euler_map_value(m, u: np.ndarray, dt: float = 0.05, p1: float = P1) -> float
         x = x + dt * m.rhs(x, {"u": float(uk), "eta": ETA})
     c = m.with_constants(p1=p1)
     return float(m.loss(x, c=c))
-
-
-def write_fresh(path: Path, records) -> None:
-    """Replace ``path`` by a file holding exactly ``records`` (written aside, then renamed)."""
-    tmp = path.with_name(f".{path.name}.new")
-    if tmp.exists():
-        tmp.unlink()
-    storage.write_runs(tmp, records)
-    os.replace(tmp, path)
 
 
 def figure(sol: op.Solution, conv: dict, t1: float, path: Path) -> None:
@@ -276,7 +266,7 @@ def main() -> int:
             rec.attrs["best_easy_hard_easy_t1"] = t1
             rec.attrs["convergence"] = {str(k): v for k, v in conv.items()}
         records.append(rec)
-    write_fresh(H5, records)
+    storage.write_fresh(H5, records)
     figure(sol, conv, t1, PNG)
     print(f"wrote {H5.relative_to(HERE.parent)} ({len(records)} runs) and {PNG.relative_to(HERE.parent)} "
           f"in {time.perf_counter() - t_start:.0f} s")

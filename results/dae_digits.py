@@ -48,7 +48,6 @@ measurements under ``real_data/``) and ``dae_digits.png``.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -290,15 +289,6 @@ def record(case: dict, summ: dict, fit: dict, resplit: dict | None):
     return rec
 
 
-def write_fresh(path: Path, records) -> None:
-    """Replace ``path`` by a file holding exactly ``records`` (written aside, then renamed)."""
-    tmp = path.with_name(f".{path.name}.new")
-    if tmp.exists():
-        tmp.unlink()
-    storage.write_runs(tmp, records)
-    os.replace(tmp, path)
-
-
 def figure(cases: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -408,7 +398,7 @@ def main() -> int:
                       f"constant on digits {rm:+.4f} +- {rs:.4f} (ODE {om:+.4f} +- {os_:.4f}); optimal better in "
                       f"{resplit['splits_where_optimal_better']}/{RESPLITS} splits; solves {resplit['statuses']}")
             print(f"  ({time.perf_counter() - t0:.0f} s)")
-    write_fresh(H5, records)
+    storage.write_fresh(H5, records)
     figure(cases, PNG)
     print(f"\nwrote {H5.relative_to(HERE.parent)} ({len(records)} runs) and {PNG.relative_to(HERE.parent)} "
           f"in {time.perf_counter() - t_start:.0f} s")

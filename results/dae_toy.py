@@ -23,7 +23,6 @@ convergence runs) and ``dae_toy.png``.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -75,15 +74,6 @@ def finite_n_curves(sol: op.Solution, t: np.ndarray) -> dict:
     for name, proto in (("optimal", sol.protocol), ("best_constant", sol.baselines["best_constant"].protocol)):
         out[name] = op.simulate(m, x0, proto, TAU_F, t_eval=t, rtol=1e-10, atol=1e-12).loss
     return out
-
-
-def write_fresh(path: Path, records) -> None:
-    """Replace ``path`` by a file holding exactly ``records`` (written aside, then renamed)."""
-    tmp = path.with_name(f".{path.name}.new")
-    if tmp.exists():
-        tmp.unlink()
-    storage.write_runs(tmp, records)
-    os.replace(tmp, path)
 
 
 def figure(sols: dict, fin: dict, path: Path) -> None:
@@ -194,7 +184,7 @@ def main() -> int:
         rec.variables["validation/optimal_ode_finite_n"] = (("t",), fin[D_F]["optimal"])
         rec.variables["validation/best_constant_ode_finite_n"] = (("t",), fin[D_F]["best_constant"])
         records.append(rec)
-    write_fresh(H5, records)
+    storage.write_fresh(H5, records)
     figure(ref, fin, PNG)
     print(f"wrote {H5.relative_to(HERE.parent)} ({len(records)} runs) and {PNG.relative_to(HERE.parent)} "
           f"in {time.perf_counter() - t_start:.0f} s")

@@ -18,7 +18,6 @@ and ``dropout.png``.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -87,15 +86,6 @@ def shape(sol: op.Solution) -> dict:
     tail = r[k:]
     return {"r_one_until": float(tc[k]), "r_final": float(r[-1]), "r_min": float(r.min()),
             "monotone_after": bool(np.all(np.diff(tail) <= 1e-6)), "p_test": float(sol.static["p_test"])}
-
-
-def write_fresh(path: Path, records) -> None:
-    """Replace ``path`` by a file holding exactly ``records`` (written aside, then renamed)."""
-    tmp = path.with_name(f".{path.name}.new")
-    if tmp.exists():
-        tmp.unlink()
-    storage.write_runs(tmp, records)
-    os.replace(tmp, path)
 
 
 def figure(sol: op.Solution, path: Path) -> None:
@@ -199,7 +189,7 @@ def main() -> int:
         rec = solution_record(s, f"dropout-n{n}")
         rec.attrs["shape"] = shape(s)
         records.append(rec)
-    write_fresh(H5, records)
+    storage.write_fresh(H5, records)
     figure(sol, PNG)
     print(f"wrote {H5.relative_to(HERE.parent)} ({len(records)} runs) and {PNG.relative_to(HERE.parent)} "
           f"in {time.perf_counter() - t_start:.0f} s")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -369,11 +368,7 @@ def main() -> int:
     shapes = collapse_and_anneal(sweep)
     mb = momentum_and_batch(records)
     comp = compute_optimal(records)
-    tmp = H5.with_suffix(".h5.tmp")
-    if tmp.exists():
-        tmp.unlink()
-    storage.write_runs(tmp, records)
-    os.replace(tmp, H5)
+    storage.write_fresh(H5, records)
     summary = {"sweep": sweep, "shapes": shapes, "momentum_batch": mb, "compute": comp,
                "wall_time": time.perf_counter() - t0}
     SUMMARY.write_text(json.dumps(summary, indent=1, default=float))

@@ -83,3 +83,10 @@ def test_validate_against_finite_N_sgd(dropout_solution, results_file):
     back = op.load(results_file, "validated")
     assert back.validation["summary"]["N"] == 1000
     assert back.validation["arrays"]["optimal_sgd_mean"][1].shape == (11,)
+
+
+def test_write_fresh_replaces_the_whole_file(dropout_solution, results_file):
+    from opt_protocols.results import solution_record
+    dropout_solution.save(results_file, run_id="old")
+    storage.write_fresh(results_file, [solution_record(dropout_solution, "new")])
+    assert storage.list_runs(results_file) == ["new"]

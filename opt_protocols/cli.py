@@ -202,7 +202,7 @@ def _solve_kwargs(args, cfg: dict) -> dict:
 def cmd_solve(args) -> int:
     from tqdm import tqdm
 
-    from .solve import solve
+    from .control.solve import solve
     cfg, m, T = _problem_basics(args)
     kw = _solve_kwargs(args, cfg)
     x0 = _initial_state(args, cfg, m)
@@ -236,7 +236,7 @@ def cmd_solve(args) -> int:
 
 
 def _runs(path: str, run: str | None):
-    from .results import load
+    from .solution import load
     if not Path(path).exists():
         raise UsageError(f"{path}: no such file")
     if run:
@@ -257,7 +257,7 @@ def cmd_show(args) -> int:
         ver = s.verification.get("relative_gap") if s.verification else None
         print(f"{s.run_id:40s} {s.model:12s} {s.status:10s} {s.objective:12.7g} "
               f"{(b.objective if b else float('nan')):12.7g} {gain:>7s} "
-              f"{('%.1e' % ver) if ver is not None else '-':>9s} {s.stats.get('wall_time', float('nan')):7.2f}")
+              f"{f'{ver:.1e}' if ver is not None else '-':>9s} {s.stats.get('wall_time', float('nan')):7.2f}")
         if args.verbose:
             print("   ", s.summary().replace("\n", "\n    "))
     return 0
@@ -334,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=float, help="target loss (objective 'time')")
     s.add_argument("--t-max", dest="t_max", type=float, help="largest horizon (objective 'time')")
     s.add_argument("--smoothness", type=float, help="penalty weight on control jumps")
-    s.add_argument("--method", choices=["collocation", "adjoint"], help="adjoint: discrete maps at scale")
+    s.add_argument("--method", choices=["auto", "collocation", "adjoint"],
+                   help="auto (default): collocation for ODEs and small maps, adjoint for large maps")
     s.add_argument("--out", "-o", help="HDF5 results file (default results/<model>.h5)")
     s.add_argument("--run-id")
     s.add_argument("--plot", help="also write a PNG of the solution")

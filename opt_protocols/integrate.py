@@ -16,8 +16,8 @@ All functions have explicit signatures and are cached on disk.
 """
 from __future__ import annotations
 
-import numpy as np
 import numba
+import numpy as np
 from numba import types
 
 from .backends.numba import LOSS_TYPE, RHS_TYPE

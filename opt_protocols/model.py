@@ -1,6 +1,6 @@
 """The model contract and ``load_model``.
 
-A model module is a plain Python file that declares (see ``models/committee.py``
+A model module is a plain Python file that declares (see ``opt_protocols/models/committee.py``
 for a complete example and ``examples/`` for a walk-through):
 
 ``TIME``            name of the time variable (``"alpha"``, ``"t"``)
@@ -27,21 +27,26 @@ import importlib.util
 import pkgutil
 import sys
 import types as pytypes
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .spec import Constants, Control, validate_params
+
+#: The package holding the built-in models (inside opt_protocols, so that a user's own ``models``
+#: package cannot shadow it).
+BUILTIN_PACKAGE = "opt_protocols.models"
 
 _REQUIRED = ("TIME", "KIND", "PARAMETERS", "dims", "state_names", "controls", "constants",
              "initial_state", "loss")
 
 
 def list_models() -> list[str]:
-    """Names of the built-in models (modules of the ``models`` package)."""
-    import models
+    """Names of the built-in models (modules of the :mod:`opt_protocols.models` package)."""
+    from . import models
     return sorted(m.name for m in pkgutil.iter_modules(models.__path__) if not m.name.startswith("_"))
 
 
@@ -65,7 +70,7 @@ def _import_model_module(name: str) -> pytypes.ModuleType:
             raise
         return module
     if "." not in name and name in list_models():
-        return importlib.import_module(f"models.{name}")
+        return importlib.import_module(f"{BUILTIN_PACKAGE}.{name}")
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError:
@@ -96,7 +101,7 @@ class Model:
         self.name = name or module.__name__.rsplit(".", 1)[-1]
         #: how to load this model again (built-in name, dotted module or absolute path)
         self.source: str = getattr(module, "__file__", None) if module.__name__.startswith("opt_protocols_user_") \
-            else (self.name if module.__name__ == f"models.{self.name}" else module.__name__)
+            else (self.name if module.__name__ == f"{BUILTIN_PACKAGE}.{self.name}" else module.__name__)
         self.params: dict[str, Any] = validate_params(module.PARAMETERS, dict(params or {}), self.name)
         if hasattr(module, "check"):
             module.check(self.params)
@@ -126,6 +131,18 @@ class Model:
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.params.items() if not isinstance(v, np.ndarray)}
         return f"Model({self.name!r}, {shown})"
+
+    def provenance(self) -> dict[str, str]:
+        """What identifies the equations: the SHA-256 of the model's source file and, for a user's
+        model file (not a built-in), the source itself (stored with every run)."""
+        path = getattr(self.module, "__file__", None)
+        if not path or not Path(path).is_file():
+            return {}
+        code = Path(path).read_bytes()
+        out = {"model_sha256": hashlib.sha256(code).hexdigest()}
+        if self.module.__name__.startswith("opt_protocols_user_"):
+            out["model_code"] = code.decode("utf-8", "replace")
+        return out
 
     @property
     def n_x(self) -> int:

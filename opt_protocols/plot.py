@@ -1,28 +1,31 @@
-"""Figures of solutions: the protocol(s) and the loss curve against the baselines (matplotlib)."""
+"""Figures of solutions: the protocol(s) and the loss curve against the baselines (matplotlib).
+
+Everything drawn is stored in the solution (re-simulation, baseline curves, finite-N check), so
+a figure needs neither the model file nor a simulator. The title names the problem (model,
+parameters that differ from the defaults, horizon, method), the legend the fixed controls and
+static values, and each control is drawn on its full admissible range in the problem, so a
+control that sits on a bound is not auto-scaled into a fake schedule.
+"""
 from __future__ import annotations
 
 import os
 
 import numpy as np
 
-from .results import model_of
-from .simulate import simulate
 from .solution import Solution
 
 
-def _baseline_curves(sol: Solution, t: np.ndarray) -> dict[str, np.ndarray]:
-    model = model_of(sol)
-    x0 = np.asarray(sol.spec["x0"], dtype=float)
-    curves = {}
-    for name, b in sol.baselines.items():
-        c = model.with_constants(**sol.spec.get("constants", {}))
-        slices = model.constants.slices()
-        for n, v in b.static.items():
-            c[slices[n]] = v
-        T = min(t[-1], b.protocol.tk[-1])
-        tr = simulate(model, x0, b.protocol, T, c=c, t_eval=t[t <= T])
-        curves[name] = (tr.t, tr.loss)
-    return curves
+def problem_title(sol: Solution) -> str:
+    """One line naming the problem a solution belongs to."""
+    params = {k: v for k, v in sol.params.items() if not isinstance(v, (list, np.ndarray)) and v is not None}
+    shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    T = sol.t[-1] if len(sol.t) else float("nan")
+    method = sol.method.get("name", "") if sol.method else ""
+    return f"{sol.model} ({shown}); {sol.time_name}_F = {T:g}; {method}, {sol.status}"
+
+
+def loss_name(sol: Solution) -> str:
+    return str(sol.attrs.get("loss_name") or sol.spec.get("loss_name") or "loss")
 
 
 def plot_solution(sol: Solution, path: str | os.PathLike | None = None, title: str | None = None):
@@ -33,41 +36,59 @@ def plot_solution(sol: Solution, path: str | os.PathLike | None = None, title: s
     import matplotlib.pyplot as plt
 
     names = list(sol.controls)
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.6), squeeze=False)
     axes = axes[0]
-    t_fine = sol.trajectory.t if sol.trajectory is not None else sol.t
+    failed = sol.status == "failed"
+    t_fine = sol.trajectory.t if sol.trajectory is not None else \
+        np.linspace(sol.t_controls[0], sol.t_controls[-1], 401)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    extra = []
+    fixed = sol.spec.get("fixed", {})
+    if fixed:
+        extra.append("fixed " + ", ".join(f"{k}={v:g}" for k, v in fixed.items()))
+    if sol.static:
+        extra.append("static " + ", ".join(f"{k}={v:.4g}" for k, v in sol.static.items()))
+    bounds = sol.spec.get("controls", {})
     for ax, name in zip(axes, names):
-        values = sol.protocol.values(t_fine)[name]
-        ax.plot(t_fine, values, color="k", lw=2, label="optimal", drawstyle="steps-post"
-                if sol.control_type == "constant" else "default")
+        if not failed:
+            values = sol.protocol.values(t_fine)[name]
+            ax.plot(t_fine, values, color="k", lw=2, label="optimal" + (f" ({'; '.join(extra)})" if extra else ""),
+                    drawstyle="steps-post" if sol.control_type == "constant" else "default")
         for i, (bname, b) in enumerate(sol.baselines.items()):
             ax.plot(t_fine, b.protocol.values(np.minimum(t_fine, b.protocol.tk[-1]))[name],
                     color=colors[i % len(colors)], lw=1, ls="--", label=bname)
+        if name in bounds:
+            lo, hi = bounds[name]
+            pad = 0.04 * (hi - lo)
+            ax.set_ylim(lo - pad, hi + pad)
         ax.set_xlabel(sol.time_name)
         ax.set_ylabel(name)
     ax = axes[-1]
-    if sol.trajectory is not None:
+    if failed:
+        ax.text(0.5, 0.5, f"solve failed:\n{sol.return_status}", transform=ax.transAxes, ha="center",
+                va="center", color="C3")
+    elif sol.trajectory is not None:
         ax.plot(sol.trajectory.t, sol.trajectory.loss, color="k", lw=2, label=f"optimal {sol.objective:.5g}")
     else:
         ax.plot(sol.t, sol.loss, color="k", lw=2, label=f"optimal {sol.objective:.5g}")
-    for i, (bname, (bt, bl)) in enumerate(_baseline_curves(sol, t_fine).items()):
-        ax.plot(bt, bl, color=colors[i % len(colors)], lw=1, ls="--",
-                label=f"{bname} {sol.baselines[bname].objective:.5g}")
+    for i, (bname, b) in enumerate(sol.baselines.items()):
+        if b.loss is not None:
+            ax.plot(b.t if b.t is not None else t_fine, b.loss, color=colors[i % len(colors)], lw=1, ls="--",
+                    label=f"{bname} {b.objective:.5g}")
     if sol.validation:
         v = sol.validation
-        t = v["coords"]["t"]
         for key, marker in (("optimal", "o"), ("best_constant", "s")):
-            if f"{key}_sgd_mean" in v["arrays"]:
-                ax.errorbar(t, v["arrays"][f"{key}_sgd_mean"][1], yerr=v["arrays"][f"{key}_sgd_sem"][1],
+            if key in v["cases"]:
+                ax.errorbar(v["t"], v["cases"][key]["sgd_mean"], yerr=v["cases"][key]["sgd_sem"],
                             fmt=marker, ms=3, color="0.3", alpha=0.7,
                             label=f"SGD N={v['summary']['N']} ({key})")
-    ax.set_yscale("log")
+    if not failed:
+        ax.set_yscale("log")
     ax.set_xlabel(sol.time_name)
-    ax.set_ylabel("loss")
+    ax.set_ylabel(loss_name(sol))
     ax.legend(fontsize=7)
     axes[0].legend(fontsize=7)
-    fig.suptitle(title or f"{sol.model}: {sol.status}", fontsize=10)
+    fig.suptitle(title or problem_title(sol), fontsize=9)
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)

@@ -8,8 +8,9 @@ segment (constant when ``U0 == U1``). The numba integrators read this form.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,9 @@ def _merge(tables: list[tuple[np.ndarray, np.ndarray, np.ndarray]], names: list[
     return Protocol(tk, np.ascontiguousarray(U0), np.ascontiguousarray(U1), list(names))
 
 
-def _table(name: str, spec: Any, t0: float, t_final: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One control's (tk, u0, u1) table from a user specification."""
+def _table(name: str, spec: Any, t0: float, t_final: float,
+           discrete: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One control's (tk, u0, u1) table from a user specification (``discrete``: for a map)."""
     if isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
         v = float(spec)
         return np.array([t0, t_final]), np.array([v]), np.array([v])
@@ -81,7 +83,7 @@ def _table(name: str, spec: Any, t0: float, t_final: float) -> tuple[np.ndarray,
         grid = np.linspace(t0, t_final, vals.size + 1)
         return grid, vals, vals.copy()
     if hasattr(spec, "tabulate"):  # schedule families know their own knots
-        return spec.tabulate(t0, t_final)
+        return spec.tabulate(t0, t_final, discrete)
     if callable(spec):
         grid = np.linspace(t0, t_final, CALLABLE_SAMPLES + 1)
         try:
@@ -119,7 +121,7 @@ def as_protocol(model, spec: Any, t_final: float, t0: float = 0.0) -> Protocol:
         if unknown:
             raise ValueError(f"protocol: model {model.name!r} has no control {unknown[0]!r}; "
                              f"controls: {', '.join(model.control_names)}")
-        tables = {n: _table(n, s, t0, t_final) for n, s in spec.items()}
+        tables = {n: _table(n, s, t0, t_final, model.kind == "map") for n, s in spec.items()}
     full = []
     for n in model.control_names:
         if n in tables:

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from . import integrate as integ
 from .model import Model, load_model
 from .protocol import Protocol, as_protocol
 
@@ -76,6 +75,7 @@ def simulate(model: Model | str, x0: np.ndarray | None = None, protocol: Any = N
     exactly, ``t_final`` steps. Output on ``t_eval`` or ``n_out`` equispaced times.
     ``c`` replaces the model's constant vector (advanced use: constants as variables).
     """
+    from . import integrate as integ
     model = load_model(model) if isinstance(model, str) else model
     if t_final is None:
         raise ValueError("t_final: required (the horizon, in units of " + model.time_name + ")")
@@ -113,6 +113,7 @@ def simulate(model: Model | str, x0: np.ndarray | None = None, protocol: Any = N
 def final_loss(model: Model, x0: np.ndarray, protocol: Protocol, t_final: float, c: np.ndarray | None = None,
                rtol: float = 1e-10, atol: float = 1e-12) -> float:
     """Loss at t_final under a tabulated protocol (fast path for baselines and verification)."""
+    from . import integrate as integ
     cvec = model.c if c is None else c
     t_out = np.array([float(t_final)])
     nb = model.numba

@@ -56,7 +56,8 @@ class Param:
                 raise ValueError(f"parameter {name!r}: expected {self.allowed()}, got {value!r}") from None
             want = 2 if self.kind == "matrix" else 1
             if arr.ndim != want or not np.all(np.isfinite(arr)):
-                raise ValueError(f"parameter {name!r}: expected {self.allowed()} with finite entries, got shape {arr.shape}")
+                raise ValueError(f"parameter {name!r}: expected {self.allowed()} with finite entries, "
+                                 f"got shape {arr.shape}")
             return arr
         if self.kind is bool:
             if isinstance(value, (bool, np.bool_)):

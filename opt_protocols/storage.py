@@ -36,9 +36,10 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -108,7 +109,7 @@ class RunRecord:
             out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         return sorted(out, key=lambda g: (g.count("/") + bool(g), g))
 
-    def to_xarray(self, group: str = "") -> "xarray.Dataset":
+    def to_xarray(self, group: str = "") -> xarray.Dataset:
         """Shortcut for :func:`to_xarray`."""
         return to_xarray(self, group)
 
@@ -491,7 +492,7 @@ def _xarray():
     return xarray
 
 
-def to_xarray(record: RunRecord, group: str = "") -> "xarray.Dataset":
+def to_xarray(record: RunRecord, group: str = "") -> xarray.Dataset:
     """The variables and coordinates of one group of a run as an ``xarray.Dataset``.
 
     ``group`` is "" for the run's top level, or e.g. "controls", "baselines/constant". Coordinates of
@@ -513,7 +514,7 @@ def to_xarray(record: RunRecord, group: str = "") -> "xarray.Dataset":
     return xr.Dataset(data_vars, coords=ds_coords, attrs=dict(record.attrs))
 
 
-def open_xarray(path: str | os.PathLike, run_id: str, group: str = "") -> "xarray.Dataset":
+def open_xarray(path: str | os.PathLike, run_id: str, group: str = "") -> xarray.Dataset:
     """Open one group of a stored run lazily with xarray's h5netcdf engine.
 
     Same content as ``to_xarray(read_run(path, run_id), group)``: coordinates inherited from enclosing

@@ -4,6 +4,10 @@
 module) with the optimal protocol and with the best-constant baseline and reports the
 simulated final loss (mean and standard error over seeds) next to the ODE's prediction.
 The result is attached to the solution (``solution.validation``) and stored with the run.
+
+The model is loaded again from the solution's source. If its file changed since the run was
+made (its SHA-256 differs from the one stored with the run), :func:`model_for` refuses with a
+one-line error: the check would use other equations than the optimum.
 """
 from __future__ import annotations
 
@@ -11,20 +15,35 @@ from typing import Any
 
 import numpy as np
 
-from .results import model_of
+from .model import Model, load_model
 from .sgd import simulate_sgd
+from .simulate import simulate
 from .solution import Solution
 
 
-def _model_for(sol: Solution, static: dict[str, float]):
-    """The solution's model with its problem constants and static values written into the parameters."""
-    base = model_of(sol)
-    overrides = {**sol.spec.get("constants", {}), **static}
+class ModelChangedError(ValueError):
+    """The model file of a stored run differs from the one the run was computed with."""
+
+
+def model_for(sol: Solution, static: dict[str, float] | None = None, check: bool = True) -> Model:
+    """The solution's model, loaded from its source, with the problem's constants and the given
+    static values written into its parameters. ``check``: refuse a model file that changed."""
+    params = {k: v for k, v in sol.params.items() if v is not None}
+    base = load_model(sol.model_source, **params)
+    stored = sol.provenance.get("model_sha256")
+    if check and stored:
+        now = base.provenance().get("model_sha256")
+        if now != stored:
+            raise ModelChangedError(
+                f"model {sol.model!r}: {base.module.__file__} changed since run {sol.run_id or ''} was made "
+                f"(sha256 {stored[:12]} then, {str(now)[:12]} now); the stored source is in the run's "
+                "'model_code' attribute")
+    overrides = {**sol.spec.get("constants", {}), **dict(static or {})}
     unknown = [k for k in overrides if k not in base.params]
     if unknown:
         raise ValueError(f"validate: constant {unknown[0]!r} is not a parameter of model {sol.model!r}, "
                          "so the finite-N simulator cannot use it")
-    return base if not overrides else type(base)(base.module, {**base.params, **overrides}, name=base.name)
+    return base if not overrides else load_model(base, **overrides)
 
 
 def validate(sol: Solution, N: int = 2000, seeds: int = 8, n_out: int = 41) -> dict[str, Any]:
@@ -33,6 +52,8 @@ def validate(sol: Solution, N: int = 2000, seeds: int = 8, n_out: int = 41) -> d
         raise ValueError(f"validate: run {sol.run_id or ''} failed ({sol.return_status}); nothing to validate")
     if sol.spec.get("objective") == "time":
         raise ValueError("validate: time-to-target solutions are not supported")
+    if int(seeds) < 2:
+        raise ValueError(f"seeds = {seeds}: expected at least 2 (the standard error needs two runs)")
     T = float(sol.t[-1])
     x0 = np.asarray(sol.spec["x0"], dtype=float)
     cases = {"optimal": (sol.protocol, sol.static)}
@@ -40,24 +61,21 @@ def validate(sol: Solution, N: int = 2000, seeds: int = 8, n_out: int = 41) -> d
         b = sol.baselines["best_constant"]
         cases["best_constant"] = (b.protocol, b.static)
     summary: dict[str, Any] = {"N": int(N), "seeds": int(seeds)}
-    arrays, coords = {}, {}
-    from .simulate import simulate
+    out: dict[str, dict[str, np.ndarray]] = {}
+    t = None
     for name, (proto, static) in cases.items():
-        model = _model_for(sol, static)
+        model = model_for(sol, static)
         if not model.has_sgd:
             raise ValueError(f"validate: model {model.name!r} has no finite-N simulator")
         res = simulate_sgd(model, proto, T, N=N, seeds=seeds, x0=x0, n_out=n_out)
         ode = simulate(model, x0, proto, T, t_eval=res.t, rtol=1e-10, atol=1e-12)
         summary[name] = {"ode_final": float(ode.loss[-1]), "sgd_final_mean": float(res.loss_mean[-1]),
                          "sgd_final_sem": float(res.loss_sem[-1])}
-        coords["t"] = res.t
-        arrays[f"{name}_sgd_mean"] = (("t",), res.loss_mean)
-        arrays[f"{name}_sgd_sem"] = (("t",), res.loss_sem)
-        arrays[f"{name}_ode"] = (("t",), ode.loss)
+        t = res.t
+        out[name] = {"sgd_mean": res.loss_mean, "sgd_sem": res.loss_sem, "ode": ode.loss}
     if "best_constant" in summary:
         o, b = summary["optimal"], summary["best_constant"]
-        diff = b["sgd_final_mean"] - o["sgd_final_mean"]
-        summary["sgd_gain"] = diff
+        summary["sgd_gain"] = b["sgd_final_mean"] - o["sgd_final_mean"]
         summary["sgd_gain_sem"] = float(np.hypot(o["sgd_final_sem"], b["sgd_final_sem"]))
-    sol.validation = {"summary": summary, "arrays": arrays, "coords": coords}
+    sol.validation = {"summary": summary, "t": t, "cases": out}
     return summary

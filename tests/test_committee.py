@@ -108,7 +108,8 @@ def test_dropout_one_interval_exact():
 
     The exact solution agrees with the first-order Richardson extrapolation of explicit Euler,
     2 E(dt/2) - E(dt), to O(dt^2) (measured 1e-13 against |E(dt) - E(dt/2)| ~ 1e-8), so it is
-    the solution of these equations, and its digits are pinned here (dopri5 at rtol 1e-12: error ~1e-15 on values ~1e-3).
+    the solution of these equations, and its digits are pinned here (dopri5 at rtol 1e-12: error
+    ~1e-15 on values ~1e-3).
     """
     model, x0, u = _dropout_setup()
     exact = op.simulate(model, x0, {"eta": 1.0, "r": 0.1}, 0.1, rtol=1e-12, atol=1e-15, n_out=2).x[-1]
@@ -402,7 +403,7 @@ LAM = 1.3
 
 def _decay_exact(t, knots, rates, lam=LAM):
     """Exact (y, z) of y' = -u lam y, z' = y^2 from (1, 0) with u piecewise constant."""
-    y, z, s = 1.0, 0.0, 0.0
+    y, z = 1.0, 0.0
     for a, b, u in zip(knots[:-1], knots[1:], rates):
         if t <= a:
             break

@@ -23,7 +23,7 @@ import pytest
 from scipy import integrate, special
 
 import opt_protocols as op
-from models import curriculum
+from opt_protocols.models import curriculum
 from opt_protocols.protocol import as_protocol
 from opt_protocols.sgd import simulate_sgd
 from opt_protocols.simulate import simulate

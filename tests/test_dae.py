@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import opt_protocols as op
-from models import dae
+from opt_protocols.models import dae
 from opt_protocols.protocol import as_protocol
 from opt_protocols.sgd import simulate_sgd
 from opt_protocols.simulate import simulate

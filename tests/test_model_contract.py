@@ -16,7 +16,7 @@ def test_builtin_models_listed():
 
 def test_load_by_name_dotted_module_and_path(example_model_path):
     assert op.load_model("committee").name == "committee"
-    assert op.load_model("models.committee").state_names == op.load_model("committee").state_names
+    assert op.load_model("opt_protocols.models.committee").state_names == op.load_model("committee").state_names
     m = op.load_model(example_model_path, sigma=0.1)
     assert m.name == "linear_regression" and m.state_names == ["Q", "R"]
     assert m.params["sigma"] == 0.1

@@ -172,7 +172,7 @@ def test_dae_schedule_DF01():
     rises at the very end (to ~0.02): its gain over the best constant is small (5.1e-5) but real."""
     sol = solve_dae(0.1, 100)
     check_dae(sol, 0.1, 100, margin_best=3e-5)
-    D, tc = sol.controls["D"], sol.t_controls
+    D = sol.controls["D"]
     assert np.all(D[:90] < 0.0105) and D[-1] > 0.015 and np.argmax(D) == D.size - 1
 
 

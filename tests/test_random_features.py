@@ -15,7 +15,7 @@ import pytest
 import scipy.optimize
 
 import opt_protocols as op
-from models import random_features as rf
+from opt_protocols.models import random_features as rf
 
 BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # SCIENCE.md section 5 reference
 T_BM26 = 100

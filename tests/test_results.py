@@ -23,20 +23,32 @@ def test_round_trip_and_xarray(dropout_solution, results_file):
     assert back.objective == sol.objective and back.static == sol.static
     np.testing.assert_array_equal(back.controls["r"], sol.controls["r"])
     np.testing.assert_array_equal(back.x, sol.x)
+    np.testing.assert_array_equal(back.t_controls, sol.t_controls)
     assert back.baselines["best_constant"].objective == sol.baselines["best_constant"].objective
+    np.testing.assert_array_equal(back.baselines["best_constant"].loss, sol.baselines["best_constant"].loss)
     assert back.spec["static"] == {"p_test": [0.0, 1.0]}
     assert back.attrs["casadi_version"] and back.attrs["opt_protocols_version"] == op.__version__
+    assert back.method["name"] == "collocation" and back.method["options"]["intervals"] == 50
     # the stored protocol re-simulates to the stored objective
     m = op.load_model("committee", K=2, M=1, sigma=0.2, p_test=back.static["p_test"])
     tr = op.simulate(m, np.asarray(back.spec["x0"]), back, 5.0, rtol=1e-11, atol=1e-13)
     assert abs(tr.final_loss - sol.objective) < 1e-6 * sol.objective
-    # every group opens with plain xarray
-    ds = xr.open_dataset(results_file, group="runs/dropout", engine="h5netcdf")
-    assert ds["x"].dims == ("t", "state") and list(ds["state"].values[:2]) == ["Q[0,0]", "Q[0,1]"]
-    assert ds.attrs["status"] == "optimal"
-    for group in ("controls", "simulation", "protocol", "baselines/best_constant"):
+    # one Dataset holds the analysis: controls, re-simulation, baselines with their curves
+    ds = back.to_xarray()
+    assert "r" in ds and ds["r"].dims == ("interval",) and ds["r"].size == 50
+    assert float(ds["interval_end"][-1]) == 5.0
+    assert ds["baseline_loss"].dims == ("baseline", "t_sim")
+    bc = ds["baseline_loss"].sel(baseline="best_constant")
+    assert float(bc[-1]) == pytest.approx(sol.baselines["best_constant"].objective, rel=1e-6)
+    assert float(ds["loss_sim"][-1]) == pytest.approx(sol.objective, rel=1e-6)
+    assert isinstance(ds.attrs["spec"], dict) and ds.attrs["status"] == "optimal"
+    # every group opens with plain xarray, with coordinates on every axis
+    raw = xr.open_dataset(results_file, group="runs/dropout", engine="h5netcdf")
+    assert raw["x"].dims == ("t", "state") and list(raw["state"].values[:2]) == ["Q[0,0]", "Q[0,1]"]
+    assert raw.attrs["status"] == "optimal"
+    assert "interval" in raw.coords and "t_sim" in raw.coords and "baseline" in raw.coords
+    for group in ("protocol", "baselines/best_constant"):
         xr.open_dataset(results_file, group=f"runs/dropout/{group}", engine="h5netcdf").load()
-    assert sol.to_xarray("controls")["r"].size == 50
 
 
 def test_existing_file_is_appended_never_overwritten(dropout_solution, results_file):
@@ -82,11 +94,16 @@ def test_validate_against_finite_N_sgd(dropout_solution, results_file):
     sol.save(results_file, run_id="validated")
     back = op.load(results_file, "validated")
     assert back.validation["summary"]["N"] == 1000
-    assert back.validation["arrays"]["optimal_sgd_mean"][1].shape == (11,)
+    assert back.validation["cases"]["optimal"]["sgd_mean"].shape == (11,)
+    ds = back.to_xarray()
+    assert ds["sgd_mean"].dims == ("case", "t_sgd") and "t_sgd" in ds.coords
+    # the whole file opens as one tree once a run is validated
+    tree = xr.open_datatree(results_file, engine="h5netcdf")
+    assert "sgd_mean" in tree["runs/validated"].dataset
 
 
 def test_write_fresh_replaces_the_whole_file(dropout_solution, results_file):
-    from opt_protocols.results import solution_record
+    from opt_protocols.solution import to_record as solution_record
     dropout_solution.save(results_file, run_id="old")
     storage.write_fresh(results_file, [solution_record(dropout_solution, "new")])
     assert storage.list_runs(results_file) == ["new"]

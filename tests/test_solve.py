@@ -4,10 +4,14 @@ import pytest
 from scipy import optimize
 
 import opt_protocols as op
-from opt_protocols.baselines import evaluate
-from opt_protocols.collocation import collocation_coefficients
-from opt_protocols.problem import make_problem
+from opt_protocols.control.collocation import collocation_coefficients
+from opt_protocols.control.evaluate import Evaluator
+from opt_protocols.control.problem import make_problem
 from opt_protocols.protocol import as_protocol
+
+
+def evaluate(problem, protocol, static):
+    return Evaluator(problem).objective(protocol, static)
 
 
 @pytest.fixture(scope="module")

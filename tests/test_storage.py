@@ -196,7 +196,7 @@ def test_every_group_opens_in_xarray(tmp_path: Path, group: str) -> None:
         expected = to_xarray(record, group)
         xr.testing.assert_identical(ds.load(), expected)
         assert ds.attrs["params"] == record.attrs["params"] and ds.attrs["optimal"] is True
-        for name, (dims, data) in expected_vars.items():
+        for name, (dims, _) in expected_vars.items():
             for dim in dims:
                 if dim != "bin":
                     assert dim in ds.coords, (name, dim)

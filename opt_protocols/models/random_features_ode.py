@@ -2,7 +2,7 @@
 recursion [BM26, FSL25] (SCIENCE.md section 5).
 
 Same setup, parameters, states ``"c[i]"`` (0-based: ``c[0]`` is the mode k = 1), controls
-(``eta``, ``m``), constants, initial state and loss as :mod:`models.random_features` (imported
+(``eta``, ``m``), constants, initial state and loss as :mod:`opt_protocols.models.random_features` (imported
 from there), but the dynamics are the ODE in the step count t
 
     dc_k/dt = (-2 eta lambda_k + (1 + 1/m) eta^2 lambda_k^2) c_k + (eta^2/m) lambda_k (L + sigma^2),
@@ -12,19 +12,32 @@ i.e. the recursion's increment c_k(t+1) - c_k(t) taken as a rate. It differs fro
 recursion when eta lambda_1 = O(1) (then reproduce [BM26] numbers with the map model); for
 small eta lambda_1 the two agree to O(eta lambda_1). Momentum is not offered here: SCIENCE.md
 gives no continuous momentum equations, and for beta = O(1) the velocity moments relax within
-O(1) steps, so the (C, R, V) recursion is not approximated by an ODE in t. The loss is the same equation as the map's and
-is imported with it (plain arithmetic, no ``ops``, so both backends run it as it is).
+O(1) steps, so the (C, R, V) recursion is not approximated by an ODE in t. The loss is the same
+equation as the map's and is imported with it (plain arithmetic, no ``ops``, so both backends run it as it is).
 
 Sources: Bordelon & Mori, arXiv:2602.04774 [BM26]; Li et al., arXiv:2509.19189 [FSL25].
 """
 from __future__ import annotations
 
 from opt_protocols import ops
-
-from models import random_features as _rf
-from models.random_features import (  # noqa: F401  (shared declarations, constants and loss)
-    BATCH, DIM_N, ETA, LAM, SIGMA, check, check_state, constants, controls, fsl_params, loss,
-    spectrum, state_names, tail_value, target)
+from opt_protocols.models import random_features as _rf
+from opt_protocols.models.random_features import (  # noqa: F401  (shared declarations, constants and loss)
+    BATCH,
+    DIM_N,
+    ETA,
+    LAM,
+    SIGMA,
+    check,
+    check_state,
+    constants,
+    controls,
+    fsl_params,
+    loss,
+    spectrum,
+    state_names,
+    tail_value,
+    target,
+)
 
 TIME = "t"
 KIND = "ode"

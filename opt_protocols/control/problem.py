@@ -4,17 +4,20 @@
 their bounds, fixed values for the other controls, static decision variables
 (model constants chosen once, like a test-time scale), integral budgets,
 penalties, state bounds and the objective. The discretisation (collocation
-scheme, degree, intervals) is chosen separately, in :class:`Discretisation`.
+scheme, degree, intervals) is chosen separately, by the method object passed to
+:func:`opt_protocols.solve` (:class:`~opt_protocols.control.methods.Collocation`,
+:class:`~opt_protocols.control.methods.Adjoint`).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from .model import Model
+from ..model import Model
 
 OBJECTIVES = ("final", "integral", "time")
 
@@ -29,35 +32,6 @@ class Budget:
     control: str
     mean: float
     relation: str = "=="
-
-
-@dataclass(frozen=True)
-class Discretisation:
-    """How the problem is transcribed: direct collocation on finite elements.
-
-    ``intervals`` control intervals, each split into ``elements`` collocation
-    elements of ``degree`` points of the ``scheme`` ("legendre" or "radau");
-    controls ``"constant"`` on each interval or ``"linear"`` (continuous,
-    linear within an interval).
-    """
-
-    intervals: int = 100
-    degree: int = 3
-    scheme: str = "legendre"
-    elements: int = 1
-    control_type: str = "constant"
-
-    def __post_init__(self):
-        if int(self.intervals) < 1:
-            raise ValueError(f"intervals = {self.intervals}: expected an integer >= 1")
-        if not 1 <= int(self.degree) <= 9:
-            raise ValueError(f"degree = {self.degree}: expected an integer in [1, 9]")
-        if self.scheme not in ("legendre", "radau"):
-            raise ValueError(f"scheme {self.scheme!r}: expected 'legendre' or 'radau'")
-        if int(self.elements) < 1:
-            raise ValueError(f"elements = {self.elements}: expected an integer >= 1")
-        if self.control_type not in ("constant", "linear"):
-            raise ValueError(f"control_type {self.control_type!r}: expected 'constant' or 'linear'")
 
 
 @dataclass
@@ -83,6 +57,27 @@ class Problem:
     def c(self) -> np.ndarray:
         """The model's constant vector with this problem's overrides."""
         return self.model.with_constants(**self.constants)
+
+    def c_with(self, static: Mapping[str, float] | None = None) -> np.ndarray:
+        """The constant vector with this problem's overrides and the given static values."""
+        return self.model.with_constants(**{**self.constants, **dict(static or {})})
+
+    @property
+    def horizon(self) -> float:
+        """The longest time a protocol must cover (t_max for time-to-target problems)."""
+        return self.t_max if self.objective == "time" else self.t_final
+
+    @property
+    def uses_collocation_only(self) -> list[str]:
+        """Features of this problem that only the collocation method supports."""
+        out = []
+        if self.static:
+            out.append("static")
+        if self.state_bounds:
+            out.append("state_bounds")
+        if self.objective == "time":
+            out.append("objective 'time'")
+        return out
 
     def static_indices(self) -> list[int]:
         slices = self.model.constants.slices()
@@ -133,12 +128,25 @@ def make_problem(model: Model, *, t_final: float, x0=None, controls: Mapping[str
         raise ValueError(f"t_final = {t_final:g} must be a whole number of steps for the map {model.name!r}")
     x0 = model.initial_state() if x0 is None else model.check_state(x0)
     if controls is None:
-        controls = {model.control_names[0]: (model.controls[model.control_names[0]].lo,
-                                              model.controls[model.control_names[0]].hi)}
+        controls = [model.control_names[0]]
+    if isinstance(controls, str):
+        controls = [controls]
+    if not isinstance(controls, Mapping):   # names only: each on its admissible range
+        try:
+            names = list(controls)
+        except TypeError:
+            raise ValueError(f"controls: expected a mapping name -> (lo, hi) or a list of names, "
+                             f"got {type(controls).__name__}") from None
+        for name in names:
+            if not isinstance(name, str) or name not in model.controls:
+                raise ValueError(f"model {model.name!r} has no control {name!r}; "
+                                 f"controls: {', '.join(model.control_names)}")
+        controls = {n: (model.controls[n].lo, model.controls[n].hi) for n in names}
     ctrl: dict[str, tuple[float, float]] = {}
     for name, b in controls.items():
         if name not in model.controls:
-            raise ValueError(f"model {model.name!r} has no control {name!r}; controls: {', '.join(model.control_names)}")
+            raise ValueError(f"model {model.name!r} has no control {name!r}; "
+                             f"controls: {', '.join(model.control_names)}")
         lo, hi = model.controls[name].check_bounds(name, *_bounds(name, b))
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"control {name!r}: optimised controls need finite bounds, got ({lo}, {hi})")
@@ -150,7 +158,8 @@ def make_problem(model: Model, *, t_final: float, x0=None, controls: Mapping[str
         if name in ctrl:
             raise ValueError(f"control {name!r} is both optimised and fixed")
         if name not in model.controls:
-            raise ValueError(f"model {model.name!r} has no control {name!r}; controls: {', '.join(model.control_names)}")
+            raise ValueError(f"model {model.name!r} has no control {name!r}; "
+                             f"controls: {', '.join(model.control_names)}")
     fixed_all = {n: model.controls[n].check_value(n, fixed_in.get(n, model.controls[n].default))
                  for n in model.control_names if n not in ctrl}
     const_in = dict(constants or {})
@@ -181,7 +190,8 @@ def make_problem(model: Model, *, t_final: float, x0=None, controls: Mapping[str
     mono = dict(monotone or {})
     for name, how in mono.items():
         if name not in ctrl or how not in ("increasing", "decreasing"):
-            raise ValueError(f"monotone {name!r}: {how!r}; expected an optimised control and 'increasing' or 'decreasing'")
+            raise ValueError(f"monotone {name!r}: {how!r}; expected an optimised control and "
+                             "'increasing' or 'decreasing'")
     sb = {}
     for name, b in (state_bounds or {}).items():
         model.state_index(name)

@@ -304,7 +304,7 @@ def _sgd_runs(rng, lam, D0, v0_mean, v0_std, sigma, etas, ms, betas, momentum, o
     v = np.empty(N)
     g = np.empty(N)
     psi = np.empty(N)
-    for rep in range(n_rep):
+    for _rep in range(n_rep):
         for k in range(N):
             D[k] = D0[k]
             v[k] = v0_mean[k] + v0_std[k] * rng.standard_normal() if momentum else 0.0
@@ -330,7 +330,7 @@ def _sgd_step(rng, D, v, g, psi, sq, sigma, eta, m, beta, momentum):
     N = D.shape[0]
     for k in range(N):
         g[k] = 0.0
-    for i in range(m):
+    for _i in range(m):
         r = -sigma * rng.standard_normal()   # residual psi.D - sigma zeta
         for k in range(N):
             psi[k] = sq[k] * rng.standard_normal()

@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 import casadi as ca
 import numpy as np
 
-from .problem import Discretisation, Problem
+from .methods import Collocation, Context, MethodResult
+from .problem import Problem
 
-_CACHE: "OrderedDict[tuple, Transcription]" = OrderedDict()
+OPTIMAL = {"Solve_Succeeded"}
+ACCEPTABLE = {"Solved_To_Acceptable_Level"}
+
+_CACHE: OrderedDict[tuple, Transcription] = OrderedDict()
 #: IPOPT settings of a first attempt. Measured on the committee (K = M = 2..4) and DAE problems: the
 #: adaptive barrier update needs 2-8x fewer iterations than the monotone one where both converge, and
 #: MUMPS with the PORD ordering factorises 3-10x faster at K = M = 4 and for the DAE.
@@ -72,7 +76,7 @@ class Transcription:
     """A built NLP and the bookkeeping to map between it and states/controls."""
 
     solver: ca.Function
-    disc: Discretisation
+    disc: Collocation
     kind: str
     n_x: int
     n_el: int
@@ -100,7 +104,7 @@ class Transcription:
         return (np.arange(self.n_el)[:, None] + self.tau[None, 1:]) * h
 
 
-def _structure_key(problem: Problem, disc: Discretisation) -> tuple:
+def _structure_key(problem: Problem, disc: Collocation) -> tuple:
     m = problem.model
     return (m.module.__name__, getattr(m.module, "__file__", None), m.kind, tuple(m.dims), m.n_x, m.c.size,
             tuple(m.control_names), tuple(problem.controls), tuple(problem.static),
@@ -109,15 +113,24 @@ def _structure_key(problem: Problem, disc: Discretisation) -> tuple:
             disc.intervals, disc.degree, disc.scheme, disc.elements, disc.control_type)
 
 
-def get_transcription(problem: Problem, disc: Discretisation, solver_options: dict | None = None) -> Transcription:
+def _cache_key(problem: Problem, disc: Collocation) -> tuple:
+    return _structure_key(problem, disc) + (repr(sorted(disc.solver_options.items())),)
+
+
+def is_cached(problem: Problem, disc: Collocation) -> bool:
+    """Whether the NLP of this problem's structure is already built in this process."""
+    return _cache_key(problem, disc) in _CACHE
+
+
+def get_transcription(problem: Problem, disc: Collocation) -> Transcription:
     """The built NLP for this problem's structure (cached; constants and x0 are parameters)."""
-    key = _structure_key(problem, disc) + (repr(sorted((solver_options or {}).items())),)
+    key = _cache_key(problem, disc)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     import time
     t0 = time.perf_counter()
-    tr = build(problem, disc, solver_options or {})
+    tr = build(problem, disc, dict(disc.solver_options))
     tr.build_time = time.perf_counter() - t0
     _CACHE[key] = tr
     while len(_CACHE) > CACHE_SIZE:
@@ -164,7 +177,7 @@ def _sparse(triples, shape):
     return sp.csr_matrix((v, (r, c)), shape=shape)
 
 
-def build(problem: Problem, disc: Discretisation, solver_options: dict) -> Transcription:
+def build(problem: Problem, disc: Collocation, solver_options: dict) -> Transcription:
     """Transcribe and create the IPOPT solver (see module docstring and :mod:`.structured_nlp`).
 
     Decision vector w = [Xn (state at the end of every element), Xc (state at every collocation
@@ -431,3 +444,102 @@ def unpack(tr: Transcription, w: np.ndarray) -> dict:
             "U": w[tr.slices["U"]].reshape((n_uo, tr.n_cols), order="F"),
             "S": w[tr.slices["S"]].copy(),
             "T": float(w[tr.slices["T"]][0]) if tr.free_time else None}
+
+
+# ---- the method: guess, solve, unpack -------------------------------------------------------------
+
+def _protocol_from_columns(problem: Problem, tr: Transcription, U: np.ndarray, T: float):
+    """The tabulated protocol of all model controls from the optimised control columns."""
+    from ..protocol import Protocol
+    m = problem.model
+    grid = np.linspace(0.0, T, tr.disc.intervals + 1)
+    n_seg = tr.disc.intervals
+    U0 = np.empty((n_seg, m.n_u))
+    U1 = np.empty((n_seg, m.n_u))
+    for j, name in enumerate(m.control_names):
+        if name in tr.opt_controls:
+            row = np.clip(U[tr.opt_controls.index(name)], *problem.controls[name])
+            if tr.disc.control_type == "linear":
+                U0[:, j], U1[:, j] = row[:-1], row[1:]
+            else:
+                U0[:, j] = U1[:, j] = row
+        else:
+            U0[:, j] = U1[:, j] = problem.fixed[name]
+    return Protocol(grid, U0, U1, list(m.control_names))
+
+
+def _guess_from(problem: Problem, tr: Transcription, guess) -> np.ndarray:
+    """Decision vector from a forward simulation of a guess protocol (a Baseline)."""
+    from ..simulate import simulate
+    m = problem.model
+    T = problem.t_final
+    t_nodes = tr.element_times(T)
+    t_coll = tr.collocation_times(T).ravel()
+    c = problem.c_with(guess.static)
+    if m.kind == "map":
+        traj = simulate(m, problem.x0, guess.protocol, T, c=c, t_eval=t_nodes)
+        Xn, Xc = traj.x[1:].T, np.zeros((m.n_x, 0))
+    else:
+        t_all = np.unique(np.concatenate([t_nodes, t_coll]))
+        traj = simulate(m, problem.x0, guess.protocol, T, c=c, t_eval=t_all, rtol=1e-8, atol=1e-10)
+        pos = {t: i for i, t in enumerate(t_all)}
+        Xn = traj.x[[pos[t] for t in t_nodes[1:]]].T
+        Xc = traj.x[[pos[t] for t in t_coll]].T
+    if not np.all(np.isfinite(Xn)) or not np.all(np.isfinite(Xc)):
+        Xn = np.repeat(problem.x0[:, None], tr.n_el, axis=1)
+        Xc = np.repeat(problem.x0[:, None], Xc.shape[1], axis=1)
+    grid = np.linspace(0.0, T, tr.disc.intervals + 1)
+    pts = grid if tr.disc.control_type == "linear" else 0.5 * (grid[:-1] + grid[1:])
+    values = guess.protocol.values(np.minimum(pts, guess.protocol.tk[-1]))
+    U = np.array([np.clip(values[n], *problem.controls[n]) for n in tr.opt_controls])
+    S = np.array([guess.static.get(n, 0.5 * sum(problem.static[n])) for n in tr.static])
+    return pack_guess(tr, Xn, Xc, U, S, T if tr.free_time else None)
+
+
+def _constant_guess(problem: Problem, tr: Transcription) -> np.ndarray:
+    n_c = (tr.slices["Xc"].stop - tr.slices["Xc"].start) // problem.model.n_x
+    return pack_guess(tr, np.repeat(problem.x0[:, None], tr.n_el, axis=1),
+                      np.repeat(problem.x0[:, None], n_c, axis=1),
+                      np.array([[0.5 * sum(problem.controls[n])] * tr.n_cols for n in tr.opt_controls]),
+                      np.array([0.5 * sum(problem.static[n]) for n in tr.static]),
+                      problem.t_final if tr.free_time else None)
+
+
+def run_collocation(problem: Problem, method: Collocation, ctx: Context) -> MethodResult:
+    """Build (or reuse) the NLP, solve it with IPOPT (a second attempt with the monotone barrier
+    when the first does not converge), and unpack the optimum."""
+    import time
+    ctx.report("building")
+    cached = is_cached(problem, method)
+    tr = get_transcription(problem, method)
+    args = bounds_and_parameters(tr, problem)
+    args["x0"] = _constant_guess(problem, tr) if ctx.guess is None else _guess_from(problem, tr, ctx.guess)
+    args["x0"] = np.clip(args["x0"], args["lbx"], args["ubx"])
+    ctx.report("solving")
+    t_s = time.perf_counter()
+    res = tr.solver(**args)
+    st = tr.solver.stats()
+    attempts = [{"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))}]
+    if st.get("return_status") not in OPTIMAL and tr.fallback is not None:
+        ctx.report("solving (second attempt, monotone barrier)")
+        res = tr.fallback(**args)
+        st = tr.fallback.stats()
+        attempts.append({"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))})
+    solve_time = time.perf_counter() - t_s
+    w = np.array(res["x"]).ravel()
+    parts = unpack(tr, w)
+    obj = float(res["f"])
+    rs = st.get("return_status", "unknown")
+    status = "optimal" if rs in OPTIMAL else ("acceptable" if rs in ACCEPTABLE else "failed")
+    if not np.isfinite(obj) or not np.all(np.isfinite(w)):
+        status = "failed"
+    T = parts["T"] if tr.free_time else problem.t_final
+    X = np.vstack([problem.x0[None, :], parts["Xn"].T])
+    return MethodResult(
+        status=status, return_status=rs, objective=obj, protocol=_protocol_from_columns(problem, tr, parts["U"], T),
+        static={n: float(v) for n, v in zip(tr.static, parts["S"])}, t=np.linspace(0.0, T, tr.n_el + 1), x=X,
+        t_controls=np.linspace(0.0, T, method.intervals + 1),
+        controls={n: parts["U"][j].copy() for j, n in enumerate(tr.opt_controls)},
+        control_type=method.control_type, t_final=T, iterations=int(st.get("iter_count", -1)),
+        build_time=0.0 if cached else tr.build_time, solve_time=solve_time, n_variables=tr.n_w,
+        n_constraints=int(args["lbg"].size), details={"attempts": attempts, "cached_build": cached})

@@ -1,0 +1,284 @@
+"""Baseline protocols evaluated on the simulator: best constant, model default, schedule families, user-given.
+
+Every solution carries baselines so that it says how much the optimum gains and how close the
+common schedule families come. All are evaluated by simulation (:class:`.evaluate.Evaluator`),
+independently of the method that found the optimum.
+
+* best constant: a grid scan (linear and geometric points) followed by bounded Brent in 1-D;
+  in n-D a grid then L-BFGS-B on the exact gradient (maps) or bounded Nelder-Mead (ODEs).
+  Controls with an ``==`` budget are held at their mean, ``<=`` budgets cap the range.
+* schedule families (:mod:`opt_protocols.schedules`): the best member of a family for the
+  learning-rate control (``eta``, else the first optimised control without a budget), the other
+  controls and static values at their best-constant values. Base LR and shape parameters are
+  fitted together: the best points of a small grid, refined by L-BFGS-B on the exact gradient
+  (maps; d schedule/d parameter by central differences) or by bounded Nelder-Mead (ODEs).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import optimize
+
+from .. import schedules as sch
+from ..protocol import Protocol, as_protocol
+from ..solution import Baseline
+from .evaluate import Evaluator
+from .problem import Problem
+
+GRID_1D_LINEAR, GRID_1D_GEOMETRIC = 21, 13
+GRID_ND = 7
+#: Shape values tried per parameter before the local refinement of a family fit.
+FAMILY_GRID = 4
+#: Parameters held fixed in the default family fits (the textbook members of each family).
+FAMILY_FIXED: dict[str, dict[str, Any]] = {"wsd": {"floor": 0.0}}
+
+
+def constant_protocol(problem: Problem, values: Mapping[str, float]) -> Protocol:
+    return as_protocol(problem.model, {**problem.fixed, **values}, problem.horizon)
+
+
+def _penalised(v: float) -> float:
+    return v if np.isfinite(v) else 1e300
+
+
+def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
+    """The best constant protocol (with the best static values)."""
+    held = {b.control: b.mean for b in problem.budgets if b.relation == "=="}
+    caps = {b.control: b.mean for b in problem.budgets if b.relation == "<="}
+    free = [(n, (lo, min(hi, caps.get(n, hi)))) for n, (lo, hi) in problem.controls.items() if n not in held]
+    dims = [(n, b, "control") for n, b in free] + [(n, b, "static") for n, b in problem.static.items()]
+
+    def split(v):
+        ctrl, st = dict(held), {}
+        for (n, _, kind), val in zip(dims, v):
+            (ctrl if kind == "control" else st)[n] = float(val)
+        return ctrl, st
+
+    def f(v):
+        ctrl, st = split(v)
+        return _penalised(ev.objective(constant_protocol(problem, ctrl), st))
+
+    if not dims:
+        ctrl, st = split([])
+        return Baseline("best_constant", constant_protocol(problem, ctrl), st, f([]), ctrl)
+    lo = np.array([b[0] for _, b, _ in dims])
+    hi = np.array([b[1] for _, b, _ in dims])
+    if len(dims) == 1:
+        span = hi[0] - lo[0]
+        grid = np.concatenate([np.linspace(lo[0], hi[0], GRID_1D_LINEAR),
+                               lo[0] + np.geomspace(1e-4 * span, span, GRID_1D_GEOMETRIC)])
+        grid = np.unique(np.clip(np.round(grid, 12), lo[0], hi[0]))   # merge points equal up to rounding
+        vals = np.array([f([g]) for g in grid])
+        k = int(np.argmin(vals))
+        a, b = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
+        res = optimize.minimize_scalar(lambda z: f([z]), bounds=(a, b), method="bounded",
+                                       options={"xatol": 1e-10 * max(1.0, span), "maxiter": 200})
+        best = [res.x] if res.fun <= vals[k] else [grid[k]]
+    else:
+        pts = list(itertools.product(*[np.linspace(l, h, GRID_ND) for l, h in zip(lo, hi)]))
+        vals = [f(pt) for pt in pts]
+        start = np.array(pts[int(np.argmin(vals))])
+        if ev.has_gradient:
+            best = _refine_constant_with_gradient(problem, ev, [d[0] for d in dims], held, lo, hi, start)
+        else:
+            res = optimize.minimize(f, start, method="Nelder-Mead", bounds=list(zip(lo, hi)),
+                                    options={"xatol": 1e-9, "fatol": 1e-13, "maxiter": 4000})
+            best = list(res.x)
+        if f(best) > min(vals):
+            best = list(start)
+    ctrl, st = split(best)
+    return Baseline("best_constant", constant_protocol(problem, ctrl), st, f(best), ctrl)
+
+
+def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
+    """L-BFGS-B on log J over constant controls of a map, gradient = per-step gradient summed."""
+    model = problem.model
+    cols = [model.control_names.index(n) for n in names]
+    base = ev.table(constant_protocol(problem, held))
+    scale = hi - lo
+
+    def fg(z):
+        U = base.copy()
+        U[:, cols] = lo + scale * z
+        J, G = ev.value_and_grad_steps(U)
+        if not np.isfinite(J) or J <= 0:
+            return 1e3, np.zeros_like(z)
+        return math.log(J), G[:, cols].sum(axis=0) * scale / J
+
+    with single_thread_blas():
+        res = optimize.minimize(fg, (start - lo) / scale, jac=True, method="L-BFGS-B",
+                                bounds=[(0.0, 1.0)] * len(names),
+                                options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 500})
+    return list(lo + scale * np.clip(res.x, 0.0, 1.0))
+
+
+def default_baseline(problem: Problem, ev: Evaluator) -> Baseline:
+    """The model's default controls (e.g. no dropout), constants as given."""
+    m = problem.model
+    ctrl = {n: m.controls[n].default for n in problem.controls}
+    for b in problem.budgets:
+        if b.relation == "==":
+            ctrl[b.control] = b.mean
+    st = _given_static(problem)
+    proto = constant_protocol(problem, ctrl)
+    return Baseline("default", proto, st, ev.objective(proto, st), ctrl)
+
+
+def _given_static(problem: Problem) -> dict[str, float]:
+    slices = problem.model.constants.slices()
+    return {n: float(problem.c[slices[n]][0]) for n in problem.static}
+
+
+def given_baseline(problem: Problem, ev: Evaluator, name: str, spec: Any,
+                   static: Mapping[str, float] | None = None) -> Baseline:
+    """A user-supplied protocol (any protocol specification, e.g. a schedule) evaluated as a baseline."""
+    proto = as_protocol(problem.model, {**problem.fixed, **spec} if isinstance(spec, Mapping) else spec,
+                        problem.horizon)
+    st = {**_given_static(problem), **dict(static or {})}
+    values = spec.params() if isinstance(spec, sch.Schedule) else None
+    return Baseline(name, proto, st, ev.objective(proto, st), values)
+
+
+def lr_control(problem: Problem) -> str | None:
+    """The control schedule families act on: 'eta' if optimised without a budget, else the first such."""
+    budgeted = {b.control for b in problem.budgets}
+    for n in ("eta",) + tuple(problem.controls):
+        if n in problem.controls and n not in budgeted:
+            return n
+    return None
+
+
+def family_baseline(problem: Problem, ev: Evaluator, family: str | type[sch.Schedule], const: Baseline,
+                    fixed: Mapping[str, Any] | None = None) -> Baseline | None:
+    """The best member of a schedule family for the learning-rate control (None if there is none).
+
+    ``fixed``: shape parameters held at given values (default :data:`FAMILY_FIXED`).
+    """
+    cls = sch.family(family) if isinstance(family, str) else family
+    name = sch._family_name(cls)
+    lr = lr_control(problem)
+    if lr is None:
+        return None
+    fixed = dict(FAMILY_FIXED.get(name, {}) if fixed is None else fixed)
+    lo, hi = problem.controls[lr]
+    others = {n: v for n, v in (const.values or {}).items() if n != lr}
+    static = dict(const.static)
+    free = [k for k in cls.PARAMS if k not in fixed]
+    bounds = [(max(lo, 1e-12), hi)] + [(cls.PARAMS[k].lo, cls.PARAMS[k].hi) for k in free]
+    logs = [False] + [cls.PARAMS[k].scale == "log" for k in free]
+    tlo = np.array([math.log(b[0]) if lg else b[0] for b, lg in zip(bounds, logs)])
+    thi = np.array([math.log(b[1]) if lg else b[1] for b, lg in zip(bounds, logs)])
+    span = np.where(thi > tlo, thi - tlo, 1.0)
+
+    def schedule(z) -> sch.Schedule:
+        th = tlo + span * np.clip(z, 0.0, 1.0)
+        th = [math.exp(v) if lg else v for v, lg in zip(th, logs)]
+        return cls(base_lr=float(th[0]), **fixed, **{k: float(v) for k, v in zip(free, th[1:])})
+
+    def protocol(s: sch.Schedule) -> Protocol:
+        return as_protocol(problem.model, {**problem.fixed, **others, lr: _Clipped(s, lo, hi)}, problem.horizon)
+
+    def f(z):
+        return _penalised(ev.objective(protocol(schedule(z)), static))
+
+    e0 = (const.values or {}).get(lr, 0.5 * (lo + hi))
+    z_lr = [float(np.clip((e0 * k - tlo[0]) / span[0], 0, 1)) for k in (1.0, 2.0, 4.0)]
+    shape_axes = [np.linspace(0.0, 1.0, FAMILY_GRID + 2)[1:-1] if len(free) <= 2 else [0.5] for _ in free]
+    starts = [np.array([a, *rest]) for a in z_lr for rest in itertools.product(*shape_axes)]
+    vals = sorted(((f(z), i) for i, z in enumerate(starts)), key=lambda p: p[0])
+    z0 = starts[vals[0][1]]
+    if ev.has_gradient and not static:
+        z = _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0)
+    else:
+        res = optimize.minimize(f, z0, method="Nelder-Mead", bounds=[(0.0, 1.0)] * z0.size,
+                                options={"xatol": 1e-9, "fatol": 1e-14, "maxiter": 400 * z0.size})
+        z = res.x
+    if f(z) > vals[0][0]:
+        z = z0
+    best = schedule(z)
+    proto = protocol(best)
+    return Baseline(name, proto, static, ev.objective(proto, static),
+                    {**{k: float(v) if isinstance(v, (int, float)) else v for k, v in best.params().items()},
+                     **others})
+
+
+class _Clipped:
+    """A schedule clipped to a control's bounds (tabulates like the schedule)."""
+
+    def __init__(self, s: sch.Schedule, lo: float, hi: float):
+        self.s, self.lo, self.hi = s, lo, hi
+
+    def tabulate(self, t0, t_final, discrete=False):
+        tk, u0, u1 = self.s.tabulate(t0, t_final, discrete)
+        return tk, np.clip(u0, self.lo, self.hi), np.clip(u1, self.lo, self.hi)
+
+
+def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
+    """L-BFGS-B on log J over the scaled family parameters of a map, with the exact per-step gradient."""
+    T = ev.steps
+    t = np.arange(T, dtype=float)
+    j = problem.model.control_names.index(lr)
+    base = ev.table(constant_protocol(problem, others))
+
+    def values(z):
+        return schedule(z)(t, T)
+
+    def fg(z):
+        v = values(z)
+        U = base.copy()
+        U[:, j] = np.clip(v, lo, hi)
+        J, G = ev.value_and_grad_steps(U)
+        if not np.isfinite(J) or J <= 0:
+            return 1e3, np.zeros_like(z)
+        inside = (v >= lo) & (v <= hi)
+        g = np.empty(z.size)
+        for i in range(z.size):   # d schedule / d parameter by central differences (the shape is cheap)
+            h = 1e-7
+            zp, zm = z.copy(), z.copy()
+            zp[i] = min(1.0, z[i] + h)
+            zm[i] = max(0.0, z[i] - h)
+            dv = (values(zp) - values(zm)) / (zp[i] - zm[i])
+            g[i] = float(G[inside, j] @ dv[inside])
+        return math.log(J), g / J
+
+    with single_thread_blas():
+        res = optimize.minimize(fg, z0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * z0.size,
+                                options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 500})
+    return np.clip(res.x, 0.0, 1.0)
+
+
+def single_thread_blas():
+    """BLAS limited to one thread: the quasi-Newton updates are tiny, and OpenBLAS threads
+    spinning on a busy machine made scipy's L-BFGS-B 15x slower per iteration (measured)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1, user_api="blas")
+
+
+def compute_baselines(problem: Problem, ev: Evaluator, given: Mapping[str, Any] | None = None,
+                      families: Sequence[str] = ()) -> dict[str, Baseline]:
+    """Best constant, default, the best member of each family, and the user's named protocols.
+
+    A value of ``given`` is a protocol specification, or ``(protocol, {static: value})``.
+    """
+    base = {"best_constant": best_constant(problem, ev), "default": default_baseline(problem, ev)}
+    for fam in families:
+        b = family_baseline(problem, ev, fam, base["best_constant"])
+        if b is not None:
+            base[b.name] = b
+    for name, spec in (given or {}).items():
+        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping):
+            base[name] = given_baseline(problem, ev, name, spec[0], dict(spec[1]))
+        else:
+            base[name] = given_baseline(problem, ev, name, spec)
+    return base
+
+
+def attach_curves(problem: Problem, ev: Evaluator, baselines: Mapping[str, Baseline], t_out: np.ndarray) -> None:
+    """Fill in each baseline's loss curve on the output grid ``t_out`` (computed once, at solve time)."""
+    for b in baselines.values():
+        b.t = np.asarray(t_out, dtype=float)
+        b.loss = ev.curve(b.protocol, b.static, b.t)

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py models_oc      # about four minutes (multiple shooting dominates)
 
-Cases (SCIENCE.md sections 2 and 3):
+Cases (docs/models.md sections 2 and 3):
 
 * curriculum: alpha_F = 12, eta = 3, u in [0, 1] piecewise constant on 240 intervals, budget mean u = 0.5;
 * DAE: tau_F = 4, D in [0.01, 0.99] piecewise constant on 399 intervals, D_F = 0.3 and 0.1 (limit equations).

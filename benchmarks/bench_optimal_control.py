@@ -1,6 +1,6 @@
 """Optimal control: ``op.solve`` (structured collocation + IPOPT) against the obvious alternatives.
 
-1. Committee machine learning-rate schedule (SCIENCE.md section 1): ``op.solve(model, t_final=20,
+1. Committee machine learning-rate schedule (docs/models.md section 1): ``op.solve(model, t_final=20,
    controls={"eta": (0, 3)}, intervals=50)``, sigma = 0.3, K = M = 2, 3, 4, 6. Build + first solve
    wall time, each K in a fresh process (no cached transcription, no traced model), then for
    K = M = 2 repeated solves on the cached build with a new constant (sigma = 0.25), warm-started
@@ -14,7 +14,7 @@
    (the model's ``state_bounds``), same IPOPT options and the same initial point (forward simulation
    of the best constant eta) as ``op.solve``, so both should take about the same IPOPT iterations.
    Same optimum to 1e-6 relative. Target: ``op.solve`` >= 3x faster end to end.
-3. Adaptive dropout (SCIENCE.md section 1; K = 2, M = 1, sigma = 0.2, Q0 = R0 = 0, eta = 1, r(alpha)
+3. Adaptive dropout (docs/models.md section 1; K = 2, M = 1, sigma = 0.2, Q0 = R0 = 0, eta = 1, r(alpha)
    piecewise constant in [0, 1], static p_test in [0, 1], alpha_F = 5) against direct multiple
    shooting with one CVODES integrator per interval (boundary states as NLP variables with the model's
    state bounds, p_test entering the final loss through the constants, exact Hessian from CasADi's

@@ -1,4 +1,4 @@
-"""Optimal learning-rate schedules of power-law random features (SCIENCE.md section 5) with the exact
+"""Optimal learning-rate schedules of power-law random features (docs/models.md section 5) with the exact
 adjoint method (opt_protocols.adjoint.solve_adjoint), against the straightforward formulation.
 
     python benchmarks/run.py random_features      # ~10 min, most of it the N = 4000, T = 10^5 case

@@ -1,4 +1,4 @@
-"""Forward simulation of the soft committee machine (SCIENCE.md section 1).
+"""Forward simulation of the soft committee machine (docs/models.md section 1).
 
 K = M = 2, 4, 8, default initial state (Q = 0.5 I, R = 0.01 I), default eta = 0.5, alpha in
 [0, 100], rtol = 1e-8, atol = 1e-10, learning curve on 101 equispaced points.

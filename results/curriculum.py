@@ -1,4 +1,4 @@
-"""Optimal curriculum: a perceptron on easy and hard examples (SCIENCE.md section 2) [MM25].
+"""Optimal curriculum: a perceptron on easy and hard examples (docs/models.md section 2) [MM25].
 
     python results/curriculum.py            # from the repository root; about a minute
 
@@ -48,7 +48,7 @@ BASELINES = {
     "anti_curriculum": {"u": (np.array([0.0, 6.0, 12.0]), np.array([0.0, 1.0]))},
     "alternation": {"u": np.tile([1.0, 0.0], 120)},   # 240 intervals of width 0.05, easy first
 }
-#: SCIENCE.md section 2, exact integration
+#: docs/models.md section 2, exact integration
 PUBLISHED_BASELINES = {"curriculum": 0.1558618, "anti_curriculum": 0.1628201, "alternation": 0.1527166,
                        "best_constant": 0.1527775}
 PUBLISHED_EULER_OPTIMUM = 0.14668
@@ -240,7 +240,7 @@ def main() -> int:
         print(f"WARNING: not optimal or not verified at n = {bad}", file=sys.stderr)
     for name, ref in PUBLISHED_BASELINES.items():
         got = sol.baselines[name].objective
-        print(f"  {name:20s} {got:.7f}  (SCIENCE.md {ref:.7f}, diff {got - ref:+.1e})")
+        print(f"  {name:20s} {got:.7f}  (docs/models.md {ref:.7f}, diff {got - ref:+.1e})")
     for group, names in (("the required baselines", ["best_constant", "curriculum", "anti_curriculum",
                                                      "alternation"]), ("the best bang-bang", ["best_easy_hard_easy"])):
         best_base = min(sol.baselines[k].objective for k in names)

@@ -2,7 +2,7 @@
 
     python results/dae_digits.py            # from the repository root; a few minutes
 
-The theory (SCIENCE.md section 3, ``models/dae.py``) describes data x = mu_k + s z from a Gaussian
+The theory (docs/models.md section 3, ``models/dae.py``) describes data x = mu_k + s z from a Gaussian
 mixture with isotropic within-cluster noise. Here it is fitted to real images and its optimal
 training-noise schedule is tested by training the same network on the images themselves.
 

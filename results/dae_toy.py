@@ -1,4 +1,4 @@
-"""Optimal noise schedule of a denoising autoencoder on a Gaussian mixture (SCIENCE.md section 3) [MM25].
+"""Optimal noise schedule of a denoising autoencoder on a Gaussian mixture (docs/models.md section 3) [MM25].
 
     python results/dae_toy.py               # from the repository root; about two minutes
 
@@ -161,7 +161,7 @@ def main() -> int:
         if sol.status != "optimal" or not sol.verification.get("ok"):
             print(f"WARNING: D_F = {D_F}: not optimal or not verified", file=sys.stderr)
         got = sol.baselines["constant_D_F"].objective
-        print(f"  constant D = D_F: {got:.6f} (SCIENCE.md {PUBLISHED_CONSTANT[D_F]:.6f}, diff "
+        print(f"  constant D = D_F: {got:.6f} (docs/models.md {PUBLISHED_CONSTANT[D_F]:.6f}, diff "
               f"{got - PUBLISHED_CONSTANT[D_F]:+.1e}); best constant D = "
               f"{sol.baselines['best_constant'].values['D']:.5f}: {sol.baselines['best_constant'].objective:.6f}")
         for name in ("constant_D_F", "best_constant"):

@@ -1,4 +1,4 @@
-"""Adaptive dropout for the soft committee machine (SCIENCE.md section 1) [MM25].
+"""Adaptive dropout for the soft committee machine (docs/models.md section 1) [MM25].
 
     python results/dropout.py               # from the repository root; about half a minute
 
@@ -40,7 +40,7 @@ ALPHA_F, ETA, SIGMA = 5.0, 1.0, 0.2
 REFERENCE_INTERVALS = 50
 CONVERGENCE = (50, 100, 200)
 SGD_N, SGD_SEEDS = 1000, 32
-#: SCIENCE.md section 1
+#: docs/models.md section 1
 PUBLISHED = {"default": 0.0348562, "best_constant": 0.0252980, "best_constant_ptest_eq_r": 0.0253333}
 PUBLISHED_R = {"best_constant": (0.74148, 0.76722), "best_constant_ptest_eq_r": (0.76639, 0.76639)}
 
@@ -172,9 +172,9 @@ def main() -> int:
         b = sol.baselines[name]
         extra_txt = ""
         if name in PUBLISHED_R:
-            extra_txt = (f", r = {b.values['r']:.5f}, p_test = {b.static['p_test']:.5f} (SCIENCE.md "
+            extra_txt = (f", r = {b.values['r']:.5f}, p_test = {b.static['p_test']:.5f} (docs/models.md "
                          f"{PUBLISHED_R[name][0]}, {PUBLISHED_R[name][1]})")
-        print(f"  {name:26s} {b.objective:.7f} (SCIENCE.md {ref:.7f}, diff {b.objective - ref:+.1e}){extra_txt}")
+        print(f"  {name:26s} {b.objective:.7f} (docs/models.md {ref:.7f}, diff {b.objective - ref:+.1e}){extra_txt}")
         print(f"  {'':26s} optimum below it by {b.objective - sol.objective:.7f} "
               f"({100 * (b.objective - sol.objective) / b.objective:.2f}%)")
     t_v = time.perf_counter()

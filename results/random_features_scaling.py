@@ -1,5 +1,5 @@
 """Optimal learning-rate, momentum and batch-size schedules of power-law random features and their
-scaling laws (SCIENCE.md section 5) [BM26, FSL25, NS26].
+scaling laws (docs/models.md section 5) [BM26, FSL25, NS26].
 
     python results/random_features_scaling.py                  # from the repository root; ~8 min
     python results/random_features_scaling.py --figures-only   # redraw from random_features_scaling.json
@@ -184,7 +184,7 @@ def momentum_and_batch(records) -> dict:
     out["batch"] = {"optimal": s_bat.objective, "constant": s_bat.baselines["best_constant"].objective,
                     "power_law": s_bat.baselines["power_law"].objective, "mean_m": float(U["m"].mean()),
                     "eta": s_bat.controls["eta"].tolist(), "m": s_bat.controls["m"].tolist()}
-    # the near-degenerate direction [SCIENCE.md]: to first order only eta/m as a function of the
+    # the near-degenerate direction [docs/models.md]: to first order only eta/m as a function of the
     # number of samples seen matters. Take the optimal SGD schedule at m = 5 (ratio r(s) = eta*(t)/5
     # at s = 5t samples), a batch profile m'(t) with the same data budget, and eta'(t) = m'(t) r(s'(t))
     eta_sgd = s_plain.protocol.values(np.arange(T) + 0.5)["eta"]

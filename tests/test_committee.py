@@ -1,4 +1,4 @@
-"""Soft committee machine (SCIENCE.md section 1): backends, reference numbers, finite-N SGD,
+"""Soft committee machine (docs/models.md section 1): backends, reference numbers, finite-N SGD,
 and the integrators checked on problems with known solutions.
 
 Tolerances are derived from the integrator accuracy or the statistics of the finite-N runs;
@@ -69,7 +69,7 @@ def test_backends_agree(cfg):
 
 
 # ---------------------------------------------------------------------------------------------
-# reference numbers of SCIENCE.md section 1
+# reference numbers of docs/models.md section 1
 # ---------------------------------------------------------------------------------------------
 
 def test_eg_one_sixth():

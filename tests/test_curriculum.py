@@ -1,4 +1,4 @@
-"""Curriculum perceptron (models/curriculum.py, SCIENCE.md section 2) [MM25].
+"""Curriculum perceptron (models/curriculum.py, docs/models.md section 2) [MM25].
 
 * backend agreement: numba vs CasADi at random valid states and controls;
 * the reference baselines under exact (adaptive, rtol 1e-10) integration;
@@ -90,7 +90,7 @@ def test_mixture_is_linear_in_u(model):
     ("constant", CONSTANT, 0.1527775),
 ])
 def test_reference_baselines(model, name, protocol, expected):
-    """SCIENCE.md section 2: alpha_F = 12, eta = 3, T = 2, p1 = 0.5, (1, 1, 0) start.
+    """docs/models.md section 2: alpha_F = 12, eta = 3, T = 2, p1 = 0.5, (1, 1, 0) start.
 
     Integrated by dopri5 at rtol 1e-10 (global error ~1e-9, checked against rtol 1e-12
     below); the published values have 7 decimals, so they must agree to 5e-8.

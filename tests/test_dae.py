@@ -1,4 +1,4 @@
-"""Denoising autoencoder (models/dae.py, SCIENCE.md section 3) [MM25].
+"""Denoising autoencoder (models/dae.py, docs/models.md section 3) [MM25].
 
 * backend agreement: numba vs CasADi at random valid states and controls;
 * the reference baselines (limit equations, the source's loss);
@@ -87,7 +87,7 @@ def test_backends_agree(params):
 
 @pytest.mark.parametrize("D_F, expected", [(0.1, 8.886888), (0.3, 9.519856)])
 def test_reference_baselines(D_F, expected):
-    """SCIENCE.md section 3: constant D = D_F over tau in [0, 4], limit equations, source loss.
+    """docs/models.md section 3: constant D = D_F over tau in [0, 4], limit equations, source loss.
 
     dopri5 at rtol 1e-10 (changes by < 1e-9 at rtol 1e-12); 7 significant digits published.
     """

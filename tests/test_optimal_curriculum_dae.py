@@ -1,4 +1,4 @@
-"""Optimal curriculum and DAE noise schedules at the reference setups (SCIENCE.md sections 2, 3) [MM25].
+"""Optimal curriculum and DAE noise schedules at the reference setups (docs/models.md sections 2, 3) [MM25].
 
 Each test solves one optimal-control problem with ``op.solve`` and checks: IPOPT converged
 ("optimal"), the collocation objective re-simulates (verification ok), the reference baselines,
@@ -6,7 +6,7 @@ the budget, a margin over every baseline, and the qualitative shape of the optim
 
 Tolerances:
 
-* baselines are integrated by dopri5 at rtol 1e-10 (global error ~1e-9); SCIENCE.md publishes
+* baselines are integrated by dopri5 at rtol 1e-10 (global error ~1e-9); docs/models.md publishes
   7 digits, hence 5e-8 for the curriculum (eg ~ 0.15) and 5e-7 for the DAE (MSE ~ 9);
 * optimal objectives: the discretisation error of piecewise-constant controls, measured by
   refining the grid (curriculum: eg(240) - eg(960) = 1.4e-8; DAE D_F = 0.3: MSE(100) - MSE(399)
@@ -25,7 +25,7 @@ import pytest
 
 import opt_protocols as op
 
-# ---- curriculum (SCIENCE.md section 2) ------------------------------------------------------------
+# ---- curriculum (docs/models.md section 2) ------------------------------------------------------------
 
 ALPHA_F, ETA, P1 = 12.0, 3.0, 0.5
 CURRICULUM_BASELINES = {
@@ -108,7 +108,7 @@ def test_curriculum_optimum_converges_in_intervals(curriculum_240):
     assert np.ptp(times[:, 0]) < 0.01 and np.ptp(times[:, 1]) < 0.02
 
 
-# ---- DAE noise schedule (SCIENCE.md section 3) ------------------------------------------------------
+# ---- DAE noise schedule (docs/models.md section 3) ------------------------------------------------------
 
 TAU_F = 4.0
 DAE_CONSTANT = {0.1: 8.886888, 0.3: 9.519856}

@@ -1,5 +1,5 @@
 """Power-law random features: exact SGD recursion (map), its continuous version (ODE), and the
-finite-sample SGD simulator (SCIENCE.md sections 5 and 6).
+finite-sample SGD simulator (docs/models.md sections 5 and 6).
 
 Tolerances: backend agreement 1e-12 relative (same arithmetic, different evaluators);
 reference numbers to half a unit of their last printed digit; SGD agreement by z-scores of
@@ -17,7 +17,7 @@ import scipy.optimize
 import opt_protocols as op
 from opt_protocols.models import random_features as rf
 
-BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # SCIENCE.md section 5 reference
+BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # docs/models.md section 5 reference
 T_BM26 = 100
 
 
@@ -115,7 +115,7 @@ def test_beta_one_is_plain_sgd():
 
 
 def test_momentum_is_science_md_recursion():
-    """Our cut (R, V with the previous velocity) against SCIENCE.md's literal (C, R, V) update, in
+    """Our cut (R, V with the previous velocity) against docs/models.md's literal (C, R, V) update, in
     which step t applies eta_t and the beta, m of the *next* gradient; C must agree at all t."""
     rng = np.random.default_rng(4)
     T, N, sigma = 60, 30, 0.7
@@ -181,7 +181,7 @@ def _bm26_final(model, eta):
 
 
 def test_bm26_reference_numbers():
-    """SCIENCE.md section 5: (a, b, sigma, m, N, T) = (2, 2, 0.5, 5, 500, 100), loss without tail."""
+    """docs/models.md section 5: (a, b, sigma, m, N, T) = (2, 2, 0.5, 5, 500, 100), loss without tail."""
     model = op.load_model("random_features", **BM26)
     _assert_matches_ref(_bm26_final(model, 1.0), "0.203689")
     _assert_matches_ref(_bm26_final(model, 0.46977), "0.124404")
@@ -199,7 +199,7 @@ def test_bm26_reference_numbers():
 
 
 def test_fsl_reference_numbers():
-    """SCIENCE.md section 6: (s, beta) = (0.5, 4), N = 128, sigma = 3, batch 1, 10,000 steps,
+    """docs/models.md section 6: (s, beta) = (0.5, 4), N = 128, sigma = 3, batch 1, 10,000 steps,
     peak eta 0.01; excess risk E = L/2. Step t = 0..K-1 uses eta_t; cosine 0.01 (1 + cos(pi t/K))/2,
     WSD 0.01 for t < 0.8 K then 0.01 (K - t)/(0.2 K). Other endpoint conventions (t/(K-1),
     (K-1-t)/(0.2K-1)) change E by < 2e-6, below the references' half unit 5e-6."""

@@ -5,7 +5,7 @@ Tolerances: the derived VJPs and the adjoint gradient are exact up to rounding (
 CasADi's reverse mode: 1e-12 relative; the VJPs are compiled with reassociation, which changes
 rounding at the 1e-16 level). Optimal objectives are compared at the optimisers' tolerances
 (relative decrease of log J below 1e-12): 1e-9 relative between two methods converged to the same
-local minimum. Reference numbers of SCIENCE.md are checked to half a unit of their last digit.
+local minimum. Reference numbers of docs/models.md are checked to half a unit of their last digit.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def solve_adjoint(model, *, intervals=100, families=(), starts=None, hops=0, see
     return op.solve(model, method=method, families=families, **kw)
 
 
-BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # SCIENCE.md section 5 reference
+BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # docs/models.md section 5 reference
 T_BM26 = 100
 
 
@@ -270,7 +270,7 @@ def bm26_solution():
 
 
 def test_bm26_baselines(bm26_solution):
-    """SCIENCE.md section 5: optimal constant eta = 0.46977 (L = 0.124404), optimal power law
+    """docs/models.md section 5: optimal constant eta = 0.46977 (L = 0.124404), optimal power law
     1.863 (t+1)^(-0.3517) (L = 0.11069), both found by the adjoint method's baseline fits."""
     b = bm26_solution.baselines
     _assert_matches_ref(b["best_constant"].values["eta"], "0.46977")

@@ -85,7 +85,7 @@ def test_learning_rate_schedule_committee_beats_constant():
 
 
 def test_dropout_reference_problem():
-    """SCIENCE.md section 1 adaptive dropout: baselines to the published digits; the optimum beats them."""
+    """docs/models.md section 1 adaptive dropout: baselines to the published digits; the optimum beats them."""
     m = op.load_model("committee", K=2, M=1, sigma=0.2)
     x0 = m.initial_state(Q=np.zeros((2, 2)), R=np.zeros((2, 1)))
     sol = op.solve(m, x0, 5.0, controls={"r": (0, 1)}, fixed={"eta": 1.0}, static={"p_test": (0, 1)},

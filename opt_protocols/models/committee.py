@@ -4,7 +4,7 @@ Teacher y = sum_n v*_n g(nu_n) + sigma zeta, student yhat = sum_i v_i g(lambda_i
 g(z) = erf(z/sqrt 2), inputs N(0, I_N), one fresh sample per step, time
 alpha = steps/N. Order parameters Q_ik = w_i.w_k/N, R_in = w_i.w*_n/N, T_nm
 (fixed), and v_i when the second layer is learned. The ODEs are those of
-SCIENCE.md section 1: Saad & Solla, Phys. Rev. E 52, 4225 (1995) [SS95]; Goldt
+docs/models.md section 1: Saad & Solla, Phys. Rev. E 52, 4225 (1995) [SS95]; Goldt
 et al., NeurIPS 2019 [Goldt19]; and, with dropout keep probability r,
 Mignacco & Mori, arXiv:2507.07907 [MM25]. The loss is the generalisation error
 eg = (1/2) E[(p_test yhat - y)^2] on the noise-free teacher.
@@ -224,7 +224,7 @@ def _student_v(x, c, K, M, learn_v):
 
 
 def rhs(x, u, c, dims):
-    """d(Q, R, v)/dalpha with dropout keep probability r (SCIENCE.md section 1) [SS95, Goldt19, MM25]."""
+    """d(Q, R, v)/dalpha with dropout keep probability r (docs/models.md section 1) [SS95, Goldt19, MM25]."""
     K = dims[0]
     M = dims[1]
     learn_v = dims[2]
@@ -286,7 +286,7 @@ def rhs(x, u, c, dims):
 
 
 def loss(x, c, dims):
-    """Generalisation error with test-time scale p_test (SCIENCE.md section 1) [SS95, MM25]."""
+    """Generalisation error with test-time scale p_test (docs/models.md section 1) [SS95, MM25]."""
     K = dims[0]
     M = dims[1]
     learn_v = dims[2]
@@ -402,7 +402,7 @@ def _sgd_loop(A, B, v, vt, learn_v, eta_v, sigma, wd, tk, U0, U1, out_steps, rng
 
 
 def sgd(p, x0, protocol, t_out, N, rng):
-    """Finite-N online SGD of the soft committee machine (SCIENCE.md section 1).
+    """Finite-N online SGD of the soft committee machine (docs/models.md section 1).
 
     Teacher and student weights are built with order parameters exactly ``x0``: the
     K + M rows of sqrt(N) times a random orthonormal frame (QR of a Gaussian matrix) are

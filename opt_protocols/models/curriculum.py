@@ -1,6 +1,6 @@
 """Curriculum learning: a perceptron on easy and hard examples [MM25].
 
-Setup (SCIENCE.md section 2; Mignacco & Mori, arXiv:2507.07907 [MM25]). An
+Setup (docs/models.md section 2; Mignacco & Mori, arXiv:2507.07907 [MM25]). An
 input is x = (x_r, x_i), both halves in R^N: relevant x_r ~ N(0, I), irrelevant
 x_i ~ N(0, Delta I), where the difficulty Delta is Delta1 (easy, reference 0)
 or Delta2 (hard, reference 2). Teacher y = sign(w*.x_r); student
@@ -13,7 +13,7 @@ alpha = steps/N, online SGD on (1/2)(yhat - y)^2 with optional L2 penalty lam:
 Weights have O(1/sqrt N) entries, so the order parameters carry no 1/N:
 Q11 = w_r.w_r, Q22 = w_i.w_i, M = w_r.w*, T = w*.w* (fixed). With
 Qb = Q11 + Delta Q22 and S = sqrt((2 + Qb) T - M^2), a step at difficulty
-Delta drifts the state by (SCIENCE.md section 2)
+Delta drifts the state by (docs/models.md section 2)
 
     dQ11 = 4 eta [-Q11/sqrt(1+Qb) + M (2 + Delta Q22)/S] / (pi (2+Qb))
            + 2 eta^2 [pi/2 + asin(Qb/(2+3Qb)) - 2 asin(M/(sqrt(2+3Qb) sqrt((1+Qb)T - M^2)))] / (pi^2 sqrt(1+Qb))
@@ -128,7 +128,7 @@ def random_state(p, rng):
 # ---- equations (one source: numba and CasADi) ------------------------------------------------
 
 def _drift(q11, q22, m, T, delta, eta):
-    """(dQ11, dQ22, dM)/dalpha for examples of difficulty ``delta`` (SCIENCE.md section 2) [MM25]."""
+    """(dQ11, dQ22, dM)/dalpha for examples of difficulty ``delta`` (docs/models.md section 2) [MM25]."""
     qb = q11 + delta * q22
     sq1 = ops.sqrt(1.0 + qb)
     S = ops.safe_sqrt((2.0 + qb) * T - m * m)
@@ -144,7 +144,7 @@ def _drift(q11, q22, m, T, delta, eta):
 
 
 def rhs(x, u, c, dims):
-    """u f(Delta1) + (1 - u) f(Delta2), with the L2 terms (SCIENCE.md section 2) [MM25]."""
+    """u f(Delta1) + (1 - u) f(Delta2), with the L2 terms (docs/models.md section 2) [MM25]."""
     q11 = x[Q11]
     q22 = x[Q22]
     m = x[MM]
@@ -167,7 +167,7 @@ def _error(q11, q22, m, T, delta):
 
 
 def loss(x, c, dims):
-    """eg on the test mixture with easy fraction p1 (SCIENCE.md section 2) [MM25]."""
+    """eg on the test mixture with easy fraction p1 (docs/models.md section 2) [MM25]."""
     T = c[T_]
     p1 = c[P1]
     return (p1 * _error(x[Q11], x[Q22], x[MM], T, c[DELTA1])

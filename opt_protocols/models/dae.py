@@ -1,6 +1,6 @@
 """Denoising autoencoder on a Gaussian mixture: the training-noise schedule [MM25].
 
-Setup (SCIENCE.md section 3; Mignacco & Mori, arXiv:2507.07907 [MM25]). Data
+Setup (docs/models.md section 3; Mignacco & Mori, arXiv:2507.07907 [MM25]). Data
 x = mu_k + s z in R^N from cluster k with prior c_k (C clusters), z ~ N(0, I),
 cluster means with overlaps S_kl = mu_k.mu_l (mu_k ~ N(0, I/N), so S ~ I).
 Corrupted input x~ = sqrt(1 - D) x + sqrt(D) xi, xi ~ N(0, I). Network: linear,
@@ -18,7 +18,7 @@ tau = eta * alpha = eta * (SGD steps)/N, as in the source. The learning rate
 the eta^2 terms), so tau_F = 4 is alpha_F = 0.8 at eta = 5, i.e. 800 SGD
 steps at N = 1000.
 
-**Equations** (SCIENCE.md section 3), per cluster k at noise D, with M_k = row k
+**Equations** (docs/models.md section 3), per cluster k at noise D, with M_k = row k
 of M (length K) and S_k = row k of S:
 
     <l~l~>_k = (1-D) M_k M_k^T + ((1-D)s^2 + D) Q,  <l~l>_k = sqrt(1-D)(M_k M_k^T + s^2 Q),
@@ -268,7 +268,7 @@ def _read_constants(c, C):
 
 
 def rhs(x, u, c, dims):
-    """d(M, Q, b)/dtau (SCIENCE.md section 3) [MM25]; dims[2] = 1 adds the finite-N db correction."""
+    """d(M, Q, b)/dtau (docs/models.md section 3) [MM25]; dims[2] = 1 adds the finite-N db correction."""
     C = dims[0]
     K = dims[1]
     finite_n = dims[2]
@@ -342,7 +342,7 @@ def rhs(x, u, c, dims):
 
 
 def loss(x, c, dims):
-    """Test MSE at D_F (SCIENCE.md section 3) [MM25]; dims[3] = 1 adds sum_k c_k S_kk (1 - b sqrt(1-D_F))^2."""
+    """Test MSE at D_F (docs/models.md section 3) [MM25]; dims[3] = 1 adds sum_k c_k S_kk (1 - b sqrt(1-D_F))^2."""
     C = dims[0]
     K = dims[1]
     exact = dims[3]

@@ -1,5 +1,5 @@
 """Power-law random features / linear regression trained by minibatch SGD: the exact recursion
-[BM26, FSL25, NS26] (SCIENCE.md sections 5 and 6).
+[BM26, FSL25, NS26] (docs/models.md sections 5 and 6).
 
 Features in their eigenbasis, psi ~ N(0, diag(lambda)), lambda_k = k^(-b) for the modes
 k = 1..N; target w* with lambda_k (w*_k)^2 = k^(-a) (we take w*_k = k^((b-a)/2) > 0; the sign
@@ -15,7 +15,7 @@ the mode k = 1, lambda = 1) and the exact recursion for Gaussian features is
     c_k(t+1)    = d_k c_k(t) + (eta_t^2/m_t) lambda_k (L(t) + sigma^2),   L(t) = sum_k lambda_k c_k(t).
 
 It is exact, not a large-N limit: only the diagonal second moments of D = w - w* enter.
-Stability under a constant eta: d_k < 1 for all k iff eta < 2m/((m+1) lambda_1) (SCIENCE.md),
+Stability under a constant eta: d_k < 1 for all k iff eta < 2m/((m+1) lambda_1) (docs/models.md),
 but that is only necessary: the coupling through L makes the loss diverge already above a
 smaller eta_c (for the defaults eta_c = 1.40569 < 1.66667); see :func:`stability_threshold`.
 
@@ -35,11 +35,11 @@ E[g_k^2 | D] = ((m+1)/m) lambda_k^2 D_k^2 + (lambda_k/m) (sum_j lambda_j D_j^2 +
          + beta^2 [ ((m+1)/m) lambda^2 C + (lambda/m)(L + sigma^2) ]   (= E[v_t^2])
     C' = C - 2 eta Rh + eta^2 Vh,   R' = Rh - eta Vh,   V' = Vh.
 
-This is the (C, R, V) recursion of SCIENCE.md section 5 cut half a step later: SCIENCE.md's
+This is the (C, R, V) recursion of docs/models.md section 5 cut half a step later: docs/models.md's
 R, V (defined with the velocity about to be applied) are our Rh, Vh, and its update
 ``C' = C - 2 eta R + eta^2 V; R' = (1-beta)(R - eta V) + beta lambda C'; V' = ...`` is the
 composition of the same operations (tests/test_random_features.py checks the equivalence).
-In SCIENCE.md's cut the beta and m of a step act on the gradient of the *next* step and the
+In docs/models.md's cut the beta and m of a step act on the gradient of the *next* step and the
 initial R, V depend on the first batch size; the cut used here avoids that off-by-one.
 With beta = 1: Rh = lambda C, C' = d_k C + (eta^2/m) lambda (L + sigma^2), plain SGD.
 
@@ -53,12 +53,12 @@ The control vector is ``u = (eta, m)`` or ``(eta, m, beta)``.
 Loss: L = sum_{k<=N} lambda_k c_k, the excess loss E[(psi.(w - w*))^2] over the N kept modes
 (no factor 1/2; [FSL25]'s excess risk is E = L/2). With ``tail=True`` the constant
 approximation tail sum_{k>N} k^(-a) = zeta(a, N+1) (Hurwitz zeta, closed form, needs a > 1)
-is added to the reported loss only, as in SCIENCE.md. (If the target's modes beyond N are real
+is added to the reported loss only, as in docs/models.md. (If the target's modes beyond N are real
 and the student cannot represent them, they act on SGD exactly like extra label noise of
 variance equal to the tail, since Gaussian features are independent: to model that, use
 sigma^2 + tail as the noise variance.)
 
-The [FSL25] parametrisation of SCIENCE.md section 6, lambda_j = j^(-beta),
+The [FSL25] parametrisation of docs/models.md section 6, lambda_j = j^(-beta),
 lambda_j (w*_j)^2 = j^(-(s beta + 1)), is b = beta, a = s beta + 1: see :func:`fsl_params`.
 
 Parameters: ``a``, ``b`` (target and spectrum exponents), ``sigma`` (label noise), ``N``
@@ -105,7 +105,7 @@ DIM_N, DIM_MOM = 0, 1
 
 def fsl_params(s: float, beta: float) -> dict:
     """Exponents (a, b) of the [FSL25] parametrisation lambda_j = j^(-beta),
-    lambda_j (w*_j)^2 = j^(-(s beta + 1)) (SCIENCE.md section 6): b = beta, a = s beta + 1."""
+    lambda_j (w*_j)^2 = j^(-(s beta + 1)) (docs/models.md section 6): b = beta, a = s beta + 1."""
     return {"a": s * beta + 1.0, "b": float(beta)}
 
 
@@ -146,7 +146,7 @@ def stability_threshold(p, m=None) -> dict:
     under a constant eta iff the Perron root of A is < 1, i.e. iff all d_k < 1 AND
     (eta/m) sum_k lambda_k / (2 - ((m+1)/m) eta lambda_k) < 1 (secular equation of a
     diagonal-plus-rank-one matrix). Returns ``{"eta_d": 2m/((m+1) lambda_1)`` (the bound
-    d_k < 1 of SCIENCE.md section 5, necessary only) and ``"eta_c"`` (the exact threshold, the
+    d_k < 1 of docs/models.md section 5, necessary only) and ``"eta_c"`` (the exact threshold, the
     root of the secular equation, < eta_d)``}``.
     """
     m = float(p["m"] if m is None else m)
@@ -239,7 +239,7 @@ def random_state(p, rng):
 # ---- equations (one source: numba and CasADi) ------------------------------------------------
 
 def step(x, u, c, dims):
-    """One SGD step of the exact recursion (SCIENCE.md section 5) [BM26].
+    """One SGD step of the exact recursion (docs/models.md section 5) [BM26].
 
     The coupling L(t) = sum_k lambda_k c_k is formed once, then every mode is updated
     from (its own state, lambda_k, eta, m, beta, L + sigma^2).
@@ -280,7 +280,7 @@ def step(x, u, c, dims):
 
 def loss(x, c, dims):
     """L = sum_{k<=N} lambda_k c_k (+ the constant tail sum_{k>N} k^(-a) when ``tail``)
-    (SCIENCE.md section 5). Plain arithmetic only: random_features_ode shares it."""
+    (docs/models.md section 5). Plain arithmetic only: random_features_ode shares it."""
     N = dims[DIM_N]
     L = c[TAIL]
     for k in range(N):

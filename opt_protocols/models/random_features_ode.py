@@ -1,5 +1,5 @@
 """Power-law random features / linear regression: the continuous-time version of the SGD
-recursion [BM26, FSL25] (SCIENCE.md section 5).
+recursion [BM26, FSL25] (docs/models.md section 5).
 
 Same setup, parameters, states ``"c[i]"`` (0-based: ``c[0]`` is the mode k = 1), controls
 (``eta``, ``m``), constants, initial state and loss as :mod:`opt_protocols.models.random_features` (imported
@@ -10,7 +10,7 @@ from there), but the dynamics are the ODE in the step count t
 
 i.e. the recursion's increment c_k(t+1) - c_k(t) taken as a rate. It differs from the exact
 recursion when eta lambda_1 = O(1) (then reproduce [BM26] numbers with the map model); for
-small eta lambda_1 the two agree to O(eta lambda_1). Momentum is not offered here: SCIENCE.md
+small eta lambda_1 the two agree to O(eta lambda_1). Momentum is not offered here: docs/models.md
 gives no continuous momentum equations, and for beta = O(1) the velocity moments relax within
 O(1) steps, so the (C, R, V) recursion is not approximated by an ODE in t. The loss is the same
 equation as the map's and is imported with it (plain arithmetic, no ``ops``, so both backends run it as it is).
@@ -60,7 +60,7 @@ def random_state(p, rng):
 
 
 def rhs(x, u, c, dims):
-    """dc_k/dt of SCIENCE.md section 5 [BM26]; L = sum_k lambda_k c_k formed once per call."""
+    """dc_k/dt of docs/models.md section 5 [BM26]; L = sum_k lambda_k c_k formed once per call."""
     N = dims[DIM_N]
     eta = u[ETA]
     m = u[BATCH]

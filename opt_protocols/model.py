@@ -34,11 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from .model_check import ModelFileError
 from .spec import Constants, Control, validate_params
 
 #: The package holding the built-in models (inside opt_protocols, so that a user's own ``models``
 #: package cannot shadow it).
 BUILTIN_PACKAGE = "opt_protocols.models"
+
+_SIGNATURES = {"rhs": "rhs(x, u, c, dims)", "step": "step(x, u, c, dims)", "loss": "loss(x, c, dims)",
+               "dims": "dims(p)", "state_names": "state_names(p)", "controls": "controls(p)",
+               "constants": "constants(p)", "initial_state": "initial_state(p, **overrides)",
+               "TIME": "TIME (e.g. 'alpha')", "KIND": "KIND ('ode' or 'map')", "PARAMETERS": "PARAMETERS"}
 
 _REQUIRED = ("TIME", "KIND", "PARAMETERS", "dims", "state_names", "controls", "constants",
              "initial_state", "loss")
@@ -65,9 +71,14 @@ def _import_model_module(name: str) -> pytypes.ModuleType:
         sys.modules[mod_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception:
+        except SyntaxError as exc:
             del sys.modules[mod_name]
-            raise
+            raise ModelFileError(f"{path.resolve()}:{exc.lineno}: syntax error: {exc.msg}") from None
+        except Exception as exc:
+            del sys.modules[mod_name]
+            from .model_check import _first_line, _model_line
+            raise ModelFileError(f"{_model_line(module, exc)}: error while loading the model file: "
+                                 f"{type(exc).__name__}: {_first_line(exc)}") from None
         return module
     if "." not in name and name in list_models():
         return importlib.import_module(f"{BUILTIN_PACKAGE}.{name}")
@@ -94,7 +105,10 @@ class Model:
         elif not hasattr(module, "rhs"):
             missing.append("rhs")
         if missing:
-            raise ValueError(f"module {module.__name__!r} is not a model: it lacks {', '.join(missing)}")
+            where = getattr(module, "__file__", None) or module.__name__
+            lacks = ", ".join(_SIGNATURES.get(a, a) for a in missing)
+            raise ModelFileError(f"{where} is not a model: it lacks {lacks} "
+                                 "(see the model contract in opt_protocols/model.py)")
         if module.KIND not in ("ode", "map"):
             raise ValueError(f"model {module.__name__!r}: KIND must be 'ode' or 'map', got {module.KIND!r}")
         self.module = module
@@ -269,4 +283,14 @@ def load_model(model: str | pytypes.ModuleType | Model, **params: Any) -> Model:
         raise ValueError(f"model: expected a name, module or path, got {type(model).__name__}")
     module = _import_model_module(model)
     name = Path(model).stem if model.endswith(".py") else (model if model in list_models() else None)
-    return Model(module, params, name=name)
+    m = Model(module, params, name=name)
+    if module.__name__.startswith("opt_protocols_user_") and module.__name__ not in _CHECKED:
+        # a user's model file: refuse the usual mistakes with one line, once per file and process
+        from .model_check import check_backends, lint
+        lint(module)
+        check_backends(m)
+        _CHECKED.add(module.__name__)
+    return m
+
+
+_CHECKED: set[str] = set()

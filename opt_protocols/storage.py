@@ -249,13 +249,16 @@ def _decode_attr(value: Any) -> Any:
 
 
 def _create_dataset(group: h5py.Group, name: str, arr: np.ndarray) -> h5py.Dataset:
+    """Numeric datasets carry a Fletcher-32 checksum, so a corrupted chunk is an error on reading,
+    never silently wrong numbers (variable-length strings and scalars cannot take HDF5 filters)."""
     if arr.dtype.kind == "U":
         return group.create_dataset(name, data=arr.astype(object), dtype=h5py.string_dtype())
+    checksum = {"fletcher32": True} if arr.ndim > 0 else {}
     if arr.dtype.kind == "b":
-        ds = group.create_dataset(name, data=arr.astype(np.int8))
+        ds = group.create_dataset(name, data=arr.astype(np.int8), **checksum)
         ds.attrs[_BOOL_ATTR[0]] = _BOOL_ATTR[1]
         return ds
-    return group.create_dataset(name, data=arr)
+    return group.create_dataset(name, data=arr, **checksum)
 
 
 def _read_dataset(ds: h5py.Dataset) -> np.ndarray:
@@ -309,6 +312,15 @@ def _write_run_group(runs: h5py.Group, record: RunRecord,
             ds.dims[axis].attach_scale(scales[cpath])
 
 
+def _read_checked(run: h5py.Group, path: str, ds: h5py.Dataset) -> np.ndarray:
+    """A dataset's data, or a StorageError naming the run when its checksum fails or it cannot be read."""
+    try:
+        return _read_dataset(ds)
+    except OSError as exc:
+        raise StorageError(f"{run.file.filename}: run {run.name.rsplit('/', 1)[-1]!r} is corrupt: "
+                           f"{path!r} cannot be read ({str(exc).splitlines()[0]})") from None
+
+
 def _read_run_group(run: h5py.Group) -> RunRecord:
     """Inverse of :func:`_write_run_group`."""
     attrs = {key: _decode_attr(value) for key, value in run.attrs.items()}
@@ -324,7 +336,7 @@ def _read_run_group(run: h5py.Group) -> RunRecord:
             path = obj.name[prefix:]
             if obj.is_scale:
                 if not _is_index_dim(obj):
-                    coords[path] = _read_dataset(obj)
+                    coords[path] = _read_checked(run, path, obj)
                 continue
             dims = []
             for axis, dim in enumerate(obj.dims):
@@ -332,7 +344,7 @@ def _read_run_group(run: h5py.Group) -> RunRecord:
                     raise StorageError(f"{run.file.filename}: corrupt run {run.name}: axis {axis} of "
                                        f"{path!r} has no dimension scale")
                 dims.append(dim[0].name.rsplit("/", 1)[-1])
-            variables[path] = (tuple(dims), _read_dataset(obj))
+            variables[path] = (tuple(dims), _read_checked(run, path, obj))
 
     visit(run)
     return RunRecord(run_id=run.name.rsplit("/", 1)[-1], attrs=attrs, variables=variables, coords=coords)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
+from .. import interrupt
 from ..protocol import Protocol
 from .baselines import single_thread_blas
 from .evaluate import Evaluator
@@ -274,6 +275,7 @@ def _ipopt(fg, z0, cons, tol, max_iter, options) -> dict:
                                                         "limited_memory_max_history": 30,
                                                         "max_iter": max_iter, **options}})
     res = solver(**args)
+    interrupt.check()      # CasADi swallows Ctrl-C inside IPOPT
     st = solver.stats()
     rs = st.get("return_status", "unknown")
     return {"z": np.array(res["x"]).ravel(), "success": rs == "Solve_Succeeded", "message": rs,

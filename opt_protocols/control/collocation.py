@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import casadi as ca
 import numpy as np
 
+from .. import interrupt
 from .methods import Collocation, Context, MethodResult
 from .problem import Problem
 
@@ -518,11 +519,13 @@ def run_collocation(problem: Problem, method: Collocation, ctx: Context) -> Meth
     ctx.report("solving")
     t_s = time.perf_counter()
     res = tr.solver(**args)
+    interrupt.check()      # CasADi swallows Ctrl-C inside IPOPT: never take it for a failed attempt
     st = tr.solver.stats()
     attempts = [{"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))}]
     if st.get("return_status") not in OPTIMAL and tr.fallback is not None:
         ctx.report("solving (second attempt, monotone barrier)")
         res = tr.fallback(**args)
+        interrupt.check()
         st = tr.fallback.stats()
         attempts.append({"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))})
     solve_time = time.perf_counter() - t_s

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import interrupt
 from ..model import Model, load_model
 from ..protocol import Protocol
 from ..simulate import final_loss, simulate
@@ -103,20 +104,21 @@ def solve_problem(problem: Problem, method: Method, *, how: str = "given", warm_
     t_start = time.perf_counter() if t_start is None else t_start
     report = report or (lambda stage: None)
     m = problem.model
-    report("baselines")
-    t_b = time.perf_counter()
-    ev = Evaluator(problem)
-    fams = list(dict.fromkeys([*families, *method.required_baselines()]))
-    base = compute_baselines(problem, ev, baselines, fams)
-    baseline_time = time.perf_counter() - t_b
-    guess, previous = _guess(problem, base, warm_start)
-    res = method.run(problem, Context(baselines=base, guess=guess, evaluator=ev, report=report, previous=previous))
-    report("verifying")
-    t_v = time.perf_counter()
-    verification, traj = _verify(problem, ev, res, verify)
-    t_out = traj.t if traj is not None else _output_times(problem, res)
-    attach_curves(problem, ev, base, t_out)
-    verify_time = time.perf_counter() - t_v
+    with interrupt.guard():   # one Ctrl-C stops the work (also inside IPOPT) and nothing is stored
+        report("baselines")
+        t_b = time.perf_counter()
+        ev = Evaluator(problem)
+        fams = list(dict.fromkeys([*families, *method.required_baselines()]))
+        base = compute_baselines(problem, ev, baselines, fams)
+        baseline_time = time.perf_counter() - t_b
+        guess, previous = _guess(problem, base, warm_start)
+        res = method.run(problem, Context(baselines=base, guess=guess, evaluator=ev, report=report, previous=previous))
+        report("verifying")
+        t_v = time.perf_counter()
+        verification, traj = _verify(problem, ev, res, verify)
+        t_out = traj.t if traj is not None else _output_times(problem, res)
+        attach_curves(problem, ev, base, t_out)
+        verify_time = time.perf_counter() - t_v
     c_eff = problem.c_with(res.static)
     loss = np.array([m.loss(np.ascontiguousarray(row), c=c_eff) for row in res.x]) \
         if res.status != "failed" else np.full(len(res.x), np.nan)

@@ -1,6 +1,6 @@
 """Optimal curriculum: a perceptron on easy and hard examples (docs/models.md section 2) [MM25].
 
-    python results/curriculum.py [--quick] [--out DIR]  # from the repository root; ~1 min (--quick ~10 s)
+    python results/curriculum.py [--quick] [--out DIR]  # from the repository root; ~15 s (--quick ~3 s)
 
 Reference setup (``opt_protocols.references.CURRICULUM``): alpha_F = 12, eta = 3 (fixed), T = 2,
 (Q11, Q22, M)(0) = (1, 1, 0), test mixture p1 = 0.5. Control: the easy fraction u(alpha) in [0, 1],

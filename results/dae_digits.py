@@ -1,6 +1,6 @@
 """Does the optimal DAE noise schedule survive on real data? Handwritten digits 0 and 1 [MM25].
 
-    python results/dae_digits.py [--quick] [--out DIR]  # from the repository root; ~3 min (--quick ~20 s)
+    python results/dae_digits.py [--quick] [--out DIR]  # from the repository root; ~4 min (--quick ~10 s)
 
 The theory (docs/models.md section 3, ``models/dae.py``) describes data x = mu_k + s z from a Gaussian
 mixture with isotropic within-cluster noise. Here it is fitted to real images and its optimal

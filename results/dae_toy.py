@@ -1,6 +1,6 @@
 """Optimal noise schedule of a denoising autoencoder on a Gaussian mixture (docs/models.md section 3) [MM25].
 
-    python results/dae_toy.py [--quick] [--out DIR]     # from the repository root; ~1 min (--quick ~15 s)
+    python results/dae_toy.py [--quick] [--out DIR]     # from the repository root; ~30 s (--quick ~10 s)
 
 Reference setup (``opt_protocols.references.dae(D_F)``, the model's defaults): C = K = 2, N = 1000,
 eta = 5, s = 0.1, b0 = 0, the published initial overlaps Q0, M0 and S, horizon tau_F = 4 in the

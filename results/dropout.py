@@ -1,6 +1,6 @@
 """Adaptive dropout for the soft committee machine (docs/models.md section 1) [MM25].
 
-    python results/dropout.py [--quick] [--out DIR]     # from the repository root; ~40 s (--quick ~10 s)
+    python results/dropout.py [--quick] [--out DIR]     # from the repository root; ~15 s (--quick ~3 s)
 
 Reference problem (``opt_protocols.references.DROPOUT``): K = 2 students, M = 1 teacher, T = 1,
 v = (1, 1), v* = 1 fixed, Q0 = R0 = 0, eta = 1, label noise sigma = 0.2, alpha_F = 5. Control: the

@@ -1,8 +1,8 @@
 """Optimal learning-rate, momentum and batch-size schedules of power-law random features and their
 scaling laws (docs/models.md section 5) [BM26, FSL25, NS26].
 
-    python results/random_features_scaling.py [--quick] [--out DIR]   # from the repository root; ~8 min
-    python results/random_features_scaling.py --figures-only [--out DIR] # redraw from DIR/random_features_scaling.json
+    python results/random_features_scaling.py [--quick] [--out DIR]     # ~10 min (--quick ~10 s)
+    python results/random_features_scaling.py --figures-only [--out DIR] # redraw from DIR/..._scaling.json
 
 Exact recursion of models/random_features.py, N = 2000 modes, sigma = 0.5, batch m = 5, eta in [0, 2]
 piecewise constant on 100 blocks, final loss L(T) (the kept modes plus the never-learned tail beyond

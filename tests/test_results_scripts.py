@@ -20,6 +20,7 @@ import opt_protocols as op
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 WATCHED = (RESULTS, ROOT / "docs" / "figures")
+GENERATED = (".h5", ".json", ".png")
 SCRIPTS = sorted(p for p in RESULTS.glob("*.py") if not p.name.startswith("_") and p.name != "run_all.py")
 #: a subprocess taking longer than this has lost its quick mode (each takes ~3-15 s on 2 shared cores)
 TIMEOUT_S = 300
@@ -34,7 +35,8 @@ def outputs(script: Path) -> tuple[str, ...]:
 
 
 def snapshot() -> dict[Path, float]:
-    return {p: p.stat().st_mtime for d in WATCHED if d.exists() for p in d.iterdir()}
+    """The generated files in results/ and docs/figures/ with their modification times."""
+    return {p: p.stat().st_mtime for d in WATCHED if d.exists() for p in d.iterdir() if p.suffix in GENERATED}
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:

@@ -2,12 +2,13 @@
 
     python benchmarks/run.py models_oc      # about four minutes (multiple shooting dominates)
 
-Cases (docs/models.md sections 2 and 3):
+Cases (docs/models.md sections 2 and 3; the setups of ``opt_protocols.references``):
 
 * curriculum: alpha_F = 12, eta = 3, u in [0, 1] piecewise constant on 240 intervals, budget mean u = 0.5;
 * DAE: tau_F = 4, D in [0.01, 0.99] piecewise constant on 399 intervals, D_F = 0.3 and 0.1 (limit equations).
 
-Framework: ``op.solve`` (direct collocation, Legendre degree 3, CasADi + IPOPT/MUMPS), cold: the
+Framework: ``op.solve`` with its default settings (direct collocation, Legendre degree 3, CasADi +
+IPOPT/MUMPS), cold: the
 transcription cache is emptied first, so the time includes building the NLP. "build + solve" is the
 target quantity (< 10 s each); the full ``op.solve`` wall time (baselines, re-simulation) and the
 process CPU time are in the notes (the machine may be shared: CPU time is the steadier number).
@@ -31,25 +32,24 @@ import casadi as ca
 import numpy as np
 
 import opt_protocols as op
-from opt_protocols import baselines as bl
-from opt_protocols import collocation
-from opt_protocols.problem import make_problem
+from opt_protocols import references
+from opt_protocols.control import collocation
+from opt_protocols.control.baselines import best_constant
+from opt_protocols.control.evaluate import Evaluator
+from opt_protocols.control.problem import make_problem
 from opt_protocols.protocol import as_protocol
 
 TARGET_S = 10.0
 CVODES_TOL = 1e-10
-CUR = dict(t_final=12.0, controls={"u": (0.0, 1.0)}, fixed={"eta": 3.0}, budgets=[{"control": "u", "mean": 0.5}])
-DAE = dict(t_final=4.0, controls={"D": (0.01, 0.99)})
-#: see results/dae_toy.py: keep IPOPT's final point inside the bounds; adaptive barrier for D_F = 0.1
-DAE_OPTIONS = {0.1: {"ipopt.honor_original_bounds": "yes", "ipopt.mu_strategy": "adaptive"},
-               0.3: {"ipopt.honor_original_bounds": "yes"}}
+#: the DAE is compared with multiple shooting on this many intervals (both methods)
+DAE_SHOOTING_INTERVALS = 50
 
 
-def collocation_solve(model, spec: dict, intervals: int, options: dict | None = None) -> dict:
+def collocation_solve(model, spec: dict, intervals: int) -> dict:
     """A cold ``op.solve`` (empty transcription cache): build, solve, total wall and CPU time."""
     collocation._CACHE.clear()          # measure the build too, whatever ran before in this process
     t0, c0 = time.perf_counter(), time.process_time()
-    sol = op.solve(model, intervals=intervals, solver_options=options, **spec)
+    sol = op.solve(model, intervals=intervals, **spec)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     st = sol.stats
     return {"sol": sol, "objective": sol.objective, "status": sol.status, "iterations": st["iterations"],
@@ -86,7 +86,8 @@ def shooting_solve(model, spec: dict, intervals: int) -> dict:
         "print_level": 0, "sb": "yes", "tol": 1e-10, "max_iter": 3000}})
     build = time.perf_counter() - t0
     # the same initial guess as the collocation: forward simulation of the best constant protocol
-    base = bl.best_constant(problem)
+    ev = Evaluator(problem)
+    base = best_constant(problem, ev)
     grid = np.linspace(0.0, T, n + 1)
     tr = op.simulate(m, problem.x0, base.protocol, T, t_eval=grid, rtol=1e-10, atol=1e-12)
     Ug = np.array([[base.values[name]] * n for name in opt])
@@ -102,7 +103,7 @@ def shooting_solve(model, spec: dict, intervals: int) -> dict:
     Uopt = np.clip(wopt[nx * n:].reshape(n, nu).T, [[problem.controls[k][0]] for k in opt],
                    [[problem.controls[k][1]] for k in opt])
     proto = {**problem.fixed, **{k: (grid, Uopt[j]) for j, k in enumerate(opt)}}
-    resim = bl.evaluate(problem, as_protocol(m, proto, T), {})
+    resim = ev.objective(as_protocol(m, proto, T))
     return {"objective": float(res["f"]), "status": st["return_status"], "iterations": st["iter_count"],
             "build": build, "solve": solve, "cpu": cpu, "n_w": int(w.numel()), "n_g": int(nlp["g"].numel()),
             "resim": resim, "U": Uopt}
@@ -112,15 +113,19 @@ def _fmt_sizes(r: dict) -> str:
     return f"{r['n_w']} var / {r['n_g']} con"
 
 
+def _target_row(name: str, n: int, col: dict) -> dict:
+    """The collocation build + solve time of a reference-size problem against the target."""
+    t = col["build"] + col["solve"]
+    met = "MET" if t < TARGET_S else "MISSED"
+    return dict(case=f"{name}, {n} intervals: collocation build + solve", value=t, unit="s",
+                note=(f"target < {TARGET_S:g} s {met}; build {col['build']:.2f} s, solve {col['solve']:.2f} s "
+                      f"({col['iterations']} it., {col['status']}), op.solve total {col['wall']:.2f} s "
+                      f"wall / {col['cpu']:.2f} s CPU; {_fmt_sizes(col)}; objective {col['objective']:.10g}"))
+
+
 def _rows(name: str, n_ref: int, col_ref: dict, n_cmp: int, col_cmp: dict, ms: dict) -> list[dict]:
     rows = []
-    t_ref = col_ref["build"] + col_ref["solve"]
-    met = "MET" if t_ref < TARGET_S else "MISSED"
-    rows.append(dict(case=f"{name}, {n_ref} intervals: collocation build + solve", value=t_ref, unit="s",
-                     note=(f"target < {TARGET_S:g} s {met}; build {col_ref['build']:.2f} s, solve {col_ref['solve']:.2f} s "
-                           f"({col_ref['iterations']} it., {col_ref['status']}), op.solve total {col_ref['wall']:.2f} s "
-                           f"wall / {col_ref['cpu']:.2f} s CPU; {_fmt_sizes(col_ref)}; objective "
-                           f"{col_ref['objective']:.10g}")))
+    rows.append(_target_row(name, n_ref, col_ref))
     t_c = col_cmp["build"] + col_cmp["solve"]
     t_m = ms["build"] + ms["solve"]
     gap = abs(ms["resim"] - col_cmp["resim"]) / abs(col_cmp["resim"])
@@ -134,26 +139,33 @@ def _rows(name: str, n_ref: int, col_ref: dict, n_cmp: int, col_cmp: dict, ms: d
     return rows
 
 
+def _spec(setup, model) -> dict:
+    """The published problem and its baselines, as keywords of ``op.solve`` (the intervals are chosen here)."""
+    spec = setup.solve_kwargs(model)
+    spec.pop("intervals")
+    return spec
+
+
 def run() -> list[dict]:
     rows = []
-    cur = op.load_model("curriculum")
-    c240 = collocation_solve(cur, CUR, 240)
-    m240 = shooting_solve(cur, CUR, 240)
-    rows += _rows("curriculum", 240, c240, 240, c240, m240)
-    for D_F in (0.3, 0.1):
-        dae = op.load_model("dae", D_F=D_F)
-        c399 = collocation_solve(dae, DAE, 399, DAE_OPTIONS[D_F])
+    ref = references.CURRICULUM
+    cur = ref.model()
+    spec = _spec(ref, cur)
+    problem = ref.problem(cur)
+    c_ref = collocation_solve(cur, spec, ref.intervals)
+    m_ref = shooting_solve(cur, problem, ref.intervals)
+    rows += _rows("curriculum", ref.intervals, c_ref, ref.intervals, c_ref, m_ref)
+    for D_F in sorted(references.DAE_TEST_NOISE, reverse=True):
+        ref = references.dae(D_F)
+        dae = ref.model()
+        spec = _spec(ref, dae)
+        c_ref = collocation_solve(dae, spec, ref.intervals)
         if D_F == 0.3:
-            c50 = collocation_solve(dae, DAE, 50, DAE_OPTIONS[D_F])
-            m50 = shooting_solve(dae, DAE, 50)
-            rows += _rows(f"DAE D_F={D_F}", 399, c399, 50, c50, m50)
+            n = DAE_SHOOTING_INTERVALS
+            rows += _rows(f"DAE D_F={D_F}", ref.intervals, c_ref, n, collocation_solve(dae, spec, n),
+                          shooting_solve(dae, ref.problem(dae), n))
         else:
-            t = c399["build"] + c399["solve"]
-            rows.append(dict(case=f"DAE D_F={D_F}, 399 intervals: collocation build + solve", value=t, unit="s",
-                             note=(f"target < {TARGET_S:g} s {'MET' if t < TARGET_S else 'MISSED'}; build "
-                                   f"{c399['build']:.2f} s, solve {c399['solve']:.2f} s ({c399['iterations']} it., "
-                                   f"{c399['status']}), op.solve total {c399['wall']:.2f} s wall / {c399['cpu']:.2f} s "
-                                   f"CPU; {_fmt_sizes(c399)}; objective {c399['objective']:.10g}")))
+            rows.append(_target_row(f"DAE D_F={D_F}", ref.intervals, c_ref))
     return rows
 
 

@@ -1,66 +1,57 @@
 """Optimal curriculum: a perceptron on easy and hard examples (docs/models.md section 2) [MM25].
 
-    python results/curriculum.py            # from the repository root; about a minute
+    python results/curriculum.py [--quick] [--out DIR]  # from the repository root; ~15 s (--quick ~3 s)
 
-Reference setup: alpha_F = 12, eta = 3 (fixed), T = 2, (Q11, Q22, M)(0) = (1, 1, 0), test mixture
-p1 = 0.5. Control: the easy fraction u(alpha) in [0, 1], piecewise constant, under the budget
-(1/alpha_F) int u dalpha = 0.5. Baselines (passed to ``op.solve`` as extra named protocols):
-curriculum (easy on [0, 6]), anti-curriculum, alternation on 240 intervals (easy first); the best
-constant under the budget is u = 0.5 (the framework holds a budgeted control at its mean). One more
-baseline is computed here: the best bang-bang easy-hard-easy protocol (one free switching time,
-the second fixed by the budget).
+Reference setup (``opt_protocols.references.CURRICULUM``): alpha_F = 12, eta = 3 (fixed), T = 2,
+(Q11, Q22, M)(0) = (1, 1, 0), test mixture p1 = 0.5. Control: the easy fraction u(alpha) in [0, 1],
+piecewise constant, under the budget (1/alpha_F) int u dalpha = 0.5. Baselines (passed to
+``op.solve`` as extra named protocols): curriculum (easy on [0, 6]), anti-curriculum, alternation
+on 240 intervals (easy first); the best constant under the budget is u = 0.5 (the framework holds a
+budgeted control at its mean). One more baseline is computed here: the best bang-bang
+easy-hard-easy protocol (one free switching time, the second fixed by the budget).
 
 Convention: every number printed or stored is the final test error of the exact ODE (collocation,
 re-simulated by adaptive integration at rtol 1e-10). The published optimum 0.14668 belongs to the
 authors' explicit Euler map (dt = 0.05, other weights); for comparison the script also evaluates
 our optimal protocol on an explicit Euler map with dt = 0.05.
 
-Outputs, next to this file: ``curriculum.h5`` (rewritten on every run; one run per interval
-count, ``curriculum-n240`` is the reference) and ``curriculum.png``.
+Outputs in DIR: ``curriculum.h5`` (rewritten on every run; one run per interval count,
+``curriculum-n240`` is the reference) and ``curriculum.png`` (also ``docs/figures/`` without
+``--quick``). ``--quick``: 60 and 240 intervals, SGD at N = 500 with 8 seeds.
 """
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
+from _common import parse_args, pyplot, record, save_figure, write_runs
 from scipy import optimize
 
 import opt_protocols as op
-from opt_protocols import baselines as bl
-from opt_protocols import storage
-from opt_protocols.problem import make_problem
+from opt_protocols.control.evaluate import Evaluator
+from opt_protocols.control.problem import make_problem
 from opt_protocols.protocol import as_protocol
-from opt_protocols.results import solution_record
+from opt_protocols.references import CURRICULUM as REF
 
-HERE = Path(__file__).resolve().parent
-H5 = HERE / "curriculum.h5"
-PNG = HERE / "curriculum.png"
+#: the files the script writes into DIR (checked by tests/test_results_scripts.py)
+OUTPUTS = ("curriculum.h5", "curriculum.png")
 
-ALPHA_F, ETA, P1 = 12.0, 3.0, 0.5
-REFERENCE_INTERVALS = 240
-CONVERGENCE = (60, 120, 240, 480, 960)
-SGD_N, SGD_SEEDS = 1000, 16
-
-BASELINES = {
-    "curriculum": {"u": (np.array([0.0, 6.0, 12.0]), np.array([1.0, 0.0]))},
-    "anti_curriculum": {"u": (np.array([0.0, 6.0, 12.0]), np.array([0.0, 1.0]))},
-    "alternation": {"u": np.tile([1.0, 0.0], 120)},   # 240 intervals of width 0.05, easy first
-}
-#: docs/models.md section 2, exact integration
-PUBLISHED_BASELINES = {"curriculum": 0.1558618, "anti_curriculum": 0.1628201, "alternation": 0.1527166,
-                       "best_constant": 0.1527775}
-PUBLISHED_EULER_OPTIMUM = 0.14668
+ALPHA_F, ETA, P1 = REF.t_final, REF.fixed["eta"], REF.budgets[0]["mean"]
+#: the source's baselines whose published values are checked
+CHECKED = ("curriculum", "anti_curriculum", "alternation", "best_constant")
 
 
-def model():
-    return op.load_model("curriculum")
+@dataclass(frozen=True)
+class Config:
+    intervals: tuple[int, ...]      # must contain the reference grid
+    sgd_n: int
+    sgd_seeds: int
 
 
-def problem(m):
-    return make_problem(m, t_final=ALPHA_F, controls={"u": (0.0, 1.0)}, fixed={"eta": ETA},
-                        budgets=[{"control": "u", "mean": P1}])
+FULL = Config(intervals=(60, 120, REF.intervals, 480, 960), sgd_n=1000, sgd_seeds=16)
+QUICK = Config(intervals=(60, REF.intervals), sgd_n=500, sgd_seeds=8)
 
 
 def easy_hard_easy(t1: float) -> dict:
@@ -75,22 +66,17 @@ def easy_hard_easy(t1: float) -> dict:
 
 def best_easy_hard_easy(m) -> tuple[float, float]:
     """The switching time t1 in [0, 6] of the best bang-bang easy-hard-easy protocol, and its eg."""
-    pb = problem(m)
+    pb = make_problem(m, **REF.problem(m))
+    ev = Evaluator(pb)
 
     def f(t1):
-        return bl.evaluate(pb, as_protocol(m, {**pb.fixed, **easy_hard_easy(t1)}, ALPHA_F), {})
+        return ev.objective(as_protocol(m, {**pb.fixed, **easy_hard_easy(t1)}, ALPHA_F))
 
     grid = np.linspace(0.0, P1 * ALPHA_F, 61)
     k = int(np.argmin([f(t) for t in grid]))
     res = optimize.minimize_scalar(f, bounds=(grid[max(k - 1, 0)], grid[min(k + 1, 60)]), method="bounded",
                                    options={"xatol": 1e-7})
     return float(res.x), float(res.fun)
-
-
-def solve(m, intervals: int, extra_baselines: dict | None = None) -> op.Solution:
-    return op.solve(m, t_final=ALPHA_F, controls={"u": (0.0, 1.0)}, fixed={"eta": ETA},
-                    budgets=[{"control": "u", "mean": P1}], intervals=intervals,
-                    baselines={**BASELINES, **(extra_baselines or {})})
 
 
 def shape(sol: op.Solution) -> dict:
@@ -130,12 +116,8 @@ def euler_map_value(m, u: np.ndarray, dt: float = 0.05, p1: float = P1) -> float
     return float(m.loss(x, c=c))
 
 
-def figure(sol: op.Solution, conv: dict, t1: float, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = model()
+def figure(sol: op.Solution, conv: dict, t1: float, args) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(2, 2, figsize=(10.5, 7.6))
     t = sol.trajectory.t
     # (a) protocols
@@ -156,14 +138,12 @@ def figure(sol: op.Solution, conv: dict, t1: float, path: Path) -> None:
     a.plot(t, sol.trajectory.loss, color="k", lw=2, label=f"optimal {sol.objective:.6f}")
     colors = {"best_constant": "C2", "curriculum": "C0", "anti_curriculum": "C1", "alternation": "C4",
               "best_easy_hard_easy": "C3"}
-    x0 = m.initial_state()
     ins_curves = []
     for name, color in colors.items():
         b = sol.baselines[name]
-        tr = op.simulate(m, x0, b.protocol, ALPHA_F, t_eval=t, rtol=1e-10, atol=1e-12)
-        a.plot(tr.t, tr.loss, color=color, lw=1, ls="--", label=f"{name.replace('_', ' ')} {b.objective:.6f}")
+        a.plot(b.t, b.loss, color=color, lw=1, ls="--", label=f"{name.replace('_', ' ')} {b.objective:.6f}")
         if name != "anti_curriculum":
-            ins_curves.append((tr.t, tr.loss, color))
+            ins_curves.append((b.t, b.loss, color))
     a.set_xlabel("alpha")
     a.set_ylabel("test error eg")
     a.set_yscale("log")
@@ -178,10 +158,10 @@ def figure(sol: op.Solution, conv: dict, t1: float, path: Path) -> None:
     # (c) ODE against finite-N SGD
     a = ax[1, 0]
     v = sol.validation
-    tv = v["coords"]["t"]
     for key, color, label in (("optimal", "k", "optimal"), ("best_constant", "C2", "constant u = 0.5")):
-        a.plot(tv, v["arrays"][f"{key}_ode"][1], color=color, lw=1.5, label=f"ODE, {label}")
-        a.errorbar(tv, v["arrays"][f"{key}_sgd_mean"][1], yerr=v["arrays"][f"{key}_sgd_sem"][1], fmt="o", ms=3,
+        case = v["cases"][key]
+        a.plot(v["t"], case["ode"], color=color, lw=1.5, label=f"ODE, {label}")
+        a.errorbar(v["t"], case["sgd_mean"], yerr=case["sgd_sem"], fmt="o", ms=3,
                    color=color, mfc="none", capsize=2, label=f"SGD N = {v['summary']['N']}, "
                                                             f"{v['summary']['seeds']} seeds, {label}")
     a.set_xlabel("alpha")
@@ -208,21 +188,22 @@ def figure(sol: op.Solution, conv: dict, t1: float, path: Path) -> None:
     a.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
     a.set_title("convergence (thin lines: best bang-bang switches)", fontsize=9)
     fig.suptitle(f"Curriculum [MM25]: alpha_F = 12, eta = 3, budget mean u = 0.5 -- optimum {sol.objective:.7f} "
-                 f"(exact ODE)", fontsize=10)
+                 f"(exact ODE){' (quick run)' if args.quick else ''}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, "curriculum.png", args)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__, argv)
+    cfg = QUICK if args.quick else FULL
     t_start = time.perf_counter()
-    m = model()
+    m = REF.model()
     t1, eg_ehe = best_easy_hard_easy(m)
     extra = {"best_easy_hard_easy": easy_hard_easy(t1)}
     print(f"best bang-bang easy-hard-easy: easy on [0, {t1:.4f}] and [{t1 + 6:.4f}, 12], eg = {eg_ehe:.7f}")
     sols, conv = {}, {}
-    for n in CONVERGENCE:
-        sol = solve(m, n, extra)
+    for n in cfg.intervals:
+        sol = REF.solve(m, intervals=n, baselines=extra)
         sols[n] = sol
         conv[n] = {"objective": sol.objective, "shape": shape(sol), "status": sol.status,
                    "time": sol.stats["build_time"] + sol.stats["solve_time"], "iterations": sol.stats["iterations"]}
@@ -233,43 +214,41 @@ def main() -> int:
               f"{s['intermediate_u_max']:.3f}], easy from "
               f"{s['easy_from']:.4f}; {sol.stats['iterations']} iterations, build + solve "
               f"{conv[n]['time']:.2f} s")
-    sol = sols[REFERENCE_INTERVALS]
+    sol = sols[REF.intervals]
     print(sol.summary())
     bad = [n for n, s in sols.items() if s.status != "optimal" or not s.verification.get("ok")]
     if bad:
         print(f"WARNING: not optimal or not verified at n = {bad}", file=sys.stderr)
-    for name, ref in PUBLISHED_BASELINES.items():
-        got = sol.baselines[name].objective
-        print(f"  {name:20s} {got:.7f}  (docs/models.md {ref:.7f}, diff {got - ref:+.1e})")
+    for name in CHECKED:
+        got, pub = sol.baselines[name].objective, REF[name]
+        print(f"  {name:20s} {got:.7f}  (published {pub.text}, diff {got - pub.value:+.1e}"
+              f"{'' if pub.matches(got) else ', MOVED'})")
     for group, names in (("the required baselines", ["best_constant", "curriculum", "anti_curriculum",
                                                      "alternation"]), ("the best bang-bang", ["best_easy_hard_easy"])):
         best_base = min(sol.baselines[k].objective for k in names)
         print(f"optimum beats {group} by {best_base - sol.objective:.7f} "
               f"({100 * (best_base - sol.objective) / best_base:.3f}%)")
     eul = euler_map_value(m, sol.controls["u"])
+    euler = REF["optimal_euler_map"]
     print(f"convention: exact ODE optimum {sol.objective:.7f}; the same protocol on an explicit Euler map "
-          f"(dt = 0.05, p1 = 0.5) gives {eul:.7f}; published (Euler-map convention) {PUBLISHED_EULER_OPTIMUM}")
+          f"(dt = 0.05, p1 = 0.5) gives {eul:.7f}; published {euler.text} ({euler.convention})")
     t_v = time.perf_counter()
-    summ = op.validate(sol, N=SGD_N, seeds=SGD_SEEDS, n_out=25)
-    print(f"finite-N SGD (N = {SGD_N}, {SGD_SEEDS} seeds, {time.perf_counter() - t_v:.1f} s): optimal "
+    summ = op.validate(sol, N=cfg.sgd_n, seeds=cfg.sgd_seeds, n_out=25)
+    print(f"finite-N SGD (N = {cfg.sgd_n}, {cfg.sgd_seeds} seeds, {time.perf_counter() - t_v:.1f} s): optimal "
           f"{summ['optimal']['sgd_final_mean']:.5f} +- {summ['optimal']['sgd_final_sem']:.5f} (ODE "
           f"{summ['optimal']['ode_final']:.5f}); constant u = 0.5 {summ['best_constant']['sgd_final_mean']:.5f} +- "
           f"{summ['best_constant']['sgd_final_sem']:.5f} (ODE {summ['best_constant']['ode_final']:.5f})")
     records = []
     for n, s in sols.items():
-        rec = solution_record(s, f"curriculum-n{n}")
-        rec.attrs["shape"] = conv[n]["shape"]
-        rec.attrs["convention"] = "exact ODE (collocation, re-simulated at rtol 1e-10)"
-        if n == REFERENCE_INTERVALS:
-            rec.attrs["euler_map_value_dt0.05"] = eul
-            rec.attrs["published_euler_map_optimum"] = PUBLISHED_EULER_OPTIMUM
-            rec.attrs["best_easy_hard_easy_t1"] = t1
-            rec.attrs["convergence"] = {str(k): v for k, v in conv.items()}
-        records.append(rec)
-    storage.write_fresh(H5, records)
-    figure(sol, conv, t1, PNG)
-    print(f"wrote {H5.relative_to(HERE.parent)} ({len(records)} runs) and {PNG.relative_to(HERE.parent)} "
-          f"in {time.perf_counter() - t_start:.0f} s")
+        extra_attrs = {}
+        if n == REF.intervals:
+            extra_attrs = {"euler_map_value_dt0.05": eul, "published_euler_map_optimum": euler.value,
+                           "best_easy_hard_easy_t1": t1, "convergence": {str(k): v for k, v in conv.items()}}
+        records.append(record(s, f"curriculum-n{n}", args, shape=conv[n]["shape"],
+                              convention="exact ODE (collocation, re-simulated at rtol 1e-10)", **extra_attrs))
+    write_runs(args.out / "curriculum.h5", records)
+    figure(sol, conv, t1, args)
+    print(f"done in {time.perf_counter() - t_start:.0f} s")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Does the optimal DAE noise schedule survive on real data? Handwritten digits 0 and 1 [MM25].
 
-    python results/dae_digits.py            # from the repository root; a few minutes
+    python results/dae_digits.py [--quick] [--out DIR]  # from the repository root; ~4 min (--quick ~10 s)
 
 The theory (docs/models.md section 3, ``models/dae.py``) describes data x = mu_k + s z from a Gaussian
 mixture with isotropic within-cluster noise. Here it is fitted to real images and its optimal
@@ -35,50 +35,61 @@ measured on the test images). The schedule is optimised on 200 intervals.
 
 Measurement: the test MSE at D_F, averaged over the held-out images and computed exactly over the
 corruption noise: E||x - xhat||^2 = ||(I - sqrt(1-D_F) P) x||^2 + D_F ||P||_F^2, P = bI + W^T W / N.
-Each protocol is trained with the same SEEDS random streams (the same image sequence and the same
+Each protocol is trained with the same 50 random streams (the same image sequence and the same
 standard-normal corruption draws; common random numbers), so differences are paired. Also run:
 the model's own finite-N SGD on synthetic Gaussian-mixture data with the fitted overlaps (same N,
 same schedule) to separate finite-N effects from the non-Gaussian data, a scan of constant D on the
 real data (is the ODE's best constant the real best constant?), and a robustness check over
-RESPLITS random train/test splits, each with its own W0, refit and re-solved schedule.
+20 random train/test splits, each with its own W0, refit and re-solved schedule.
 
-Outputs: ``dae_digits.h5`` (rewritten on every run; one solution run per case, with the real-data
-measurements under ``real_data/``) and ``dae_digits.png``.
+Outputs in DIR: ``dae_digits.h5`` (rewritten on every run; one solution run per case, with the
+real-data measurements under ``real_data/``) and ``dae_digits.png`` (also ``docs/figures/`` without
+``--quick``). ``--quick``: 100 intervals, 8 seeds, 2 resplits of 4 seeds.
 """
 from __future__ import annotations
 
 import math
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
+from _common import parse_args, pyplot, record, save_figure, write_runs
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import opt_protocols as op
-from opt_protocols import baselines as bl
-from opt_protocols import storage
-from opt_protocols.problem import make_problem
+from opt_protocols.control.evaluate import Evaluator
+from opt_protocols.control.problem import make_problem
 from opt_protocols.protocol import as_protocol
-from opt_protocols.results import solution_record
+from opt_protocols.references import dae as dae_reference
 
-HERE = Path(__file__).resolve().parent
-H5 = HERE / "dae_digits.h5"
-PNG = HERE / "dae_digits.png"
+#: the files the script writes into DIR (checked by tests/test_results_scripts.py)
+OUTPUTS = ("dae_digits.h5", "dae_digits.png")
 
 CLASSES = (0, 1)
 N, K = 64, 2
 W0_STD = 0.5
-BOUNDS = (0.01, 0.99)
-INTERVALS = 200
-SEEDS = 50                      # SGD runs per protocol (common random numbers across protocols)
-RESPLITS, RESPLIT_SEEDS = 20, 10
-SETTINGS = {"reference": (5.0, 4.0), "long": (1.0, 10.0)}    # name -> (eta, tau_F)
+BOUNDS = dae_reference(0.1).controls["D"]
 D_FS = (0.3, 0.1)
 SCAN = np.round(np.concatenate([[0.01], np.arange(0.05, 0.99, 0.05), [0.99]]), 4)
 N_CHECK = 21                    # checkpoints along training
-SOLVER_OPTIONS = {"ipopt.honor_original_bounds": "yes", "ipopt.mu_strategy": "adaptive"}
+#: horizons: name -> (eta, tau_F); "reference" is the published DAE's
+REFERENCE_SETTING = (dae_reference(0.1).params["eta"], dae_reference(0.1).t_final)
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: tuple[str, ...]
+    intervals: int
+    seeds: int                  # SGD runs per protocol (common random numbers across protocols)
+    resplits: int
+    resplit_seeds: int
+
+
+SETTINGS = {"reference": REFERENCE_SETTING, "long": (1.0, 10.0)}
+FULL = Config(settings=("reference", "long"), intervals=200, seeds=50, resplits=20, resplit_seeds=10)
+QUICK = Config(settings=("reference", "long"), intervals=100, seeds=8, resplits=2, resplit_seeds=4)
 
 
 # ---- data and fit -----------------------------------------------------------------------------
@@ -120,9 +131,9 @@ def dae_model(fit: dict, W0: np.ndarray, eta: float, D_F: float):
                          Q0=Q0, M0=M0, b0=0.0, finite_n=True, loss_exact=True)
 
 
-def solve(m, tau_F: float, D_F: float) -> op.Solution:
-    return op.solve(m, t_final=tau_F, controls={"D": BOUNDS}, intervals=INTERVALS,
-                    baselines={"constant_D_F": {"D": D_F}}, solver_options=SOLVER_OPTIONS)
+def solve(m, tau_F: float, D_F: float, cfg: Config) -> op.Solution:
+    return op.solve(m, t_final=tau_F, controls={"D": BOUNDS}, intervals=cfg.intervals,
+                    baselines={"constant_D_F": {"D": D_F}})
 
 
 # ---- the real network on the real images -------------------------------------------------------
@@ -194,27 +205,28 @@ def mean_sem(a: np.ndarray) -> tuple[float, float]:
 
 # ---- one case ------------------------------------------------------------------------------------
 
-def run_case(setting: str, D_F: float, data, fit, W0) -> dict:
+def run_case(setting: str, D_F: float, data, fit, W0, cfg: Config) -> dict:
     eta, tau_F = SETTINGS[setting]
     Xtr, ytr, Xte, yte, _ = data
     m = dae_model(fit, W0, eta, D_F)
-    sol = solve(m, tau_F, D_F)
+    sol = solve(m, tau_F, D_F, cfg)
     steps = n_steps(eta, tau_F)
     check = np.unique(np.rint(np.linspace(0, steps, N_CHECK)).astype(int))
     t_check = check * eta / N                         # tau of each checkpoint
-    idx, Z = random_streams(len(Xtr), steps, range(SEEDS))
+    idx, Z = random_streams(len(Xtr), steps, range(cfg.seeds))
     protos = {"optimal": sol.protocol, "best_constant": sol.baselines["best_constant"].protocol,
               "constant_D_F": sol.baselines["constant_D_F"].protocol}
     real = {name: train(step_noise(p, eta, steps), eta, W0, Xtr, idx, Z, Xte, D_F, check) for name, p in protos.items()}
     x0 = m.initial_state()
-    ode = {name: op.simulate(m, x0, p, tau_F, t_eval=t_check, rtol=1e-10, atol=1e-12).loss for name, p in protos.items()}
-    synth = {name: op.simulate_sgd(m, p, tau_F, N=N, seeds=SEEDS, x0=x0, t_eval=t_check).loss
+    ode = {name: op.simulate(m, x0, p, tau_F, t_eval=t_check, rtol=1e-10, atol=1e-12).loss
+           for name, p in protos.items()}
+    synth = {name: op.simulate_sgd(m, p, tau_F, N=N, seeds=cfg.seeds, x0=x0, t_eval=t_check).loss
              for name, p in protos.items()}
     # constant-D scan: ODE and real data
-    pb = make_problem(m, t_final=tau_F, controls={"D": BOUNDS})
-    scan_ode = np.array([bl.evaluate(pb, as_protocol(m, {"D": float(D)}, tau_F), {}) for D in SCAN])
+    ev = Evaluator(make_problem(m, t_final=tau_F, controls={"D": BOUNDS}))
+    scan_ode = np.array([ev.objective(as_protocol(m, {"D": float(D)}, tau_F)) for D in SCAN])
     scan_real = np.array([train(np.full(steps, D), eta, W0, Xtr, idx, Z, Xte, D_F, np.array([steps]))[:, 0]
-                          for D in SCAN])                                  # (n_scan, SEEDS)
+                          for D in SCAN])                                  # (n_scan, seeds)
     return {"setting": setting, "eta": eta, "tau_F": tau_F, "D_F": D_F, "steps": steps, "sol": sol, "t_check": t_check,
             "real": real, "ode": ode, "synth": synth, "scan_ode": scan_ode, "scan_real": scan_real}
 
@@ -237,21 +249,21 @@ def summarise(case: dict) -> dict:
     return out
 
 
-def resplit_check(setting: str, D_F: float) -> dict:
-    """Over RESPLITS random splits (each with its own W0): refit, re-solve, train RESPLIT_SEEDS runs of
+def resplit_check(setting: str, D_F: float, cfg: Config) -> dict:
+    """Over ``cfg.resplits`` random splits (each with its own W0): refit, re-solve, train ``cfg.resplit_seeds`` runs of
     the optimal and the best constant schedule; the paired difference per split, then over splits."""
     eta, tau_F = SETTINGS[setting]
     diffs, ode_diffs, statuses = [], [], []
-    for split in range(1, RESPLITS + 1):
+    for split in range(1, cfg.resplits + 1):
         data = load_split(split)
         Xtr, ytr, Xte, yte, _ = data
         fit = fit_mixture(Xtr, ytr)
         W0 = initial_weights(split)
         m = dae_model(fit, W0, eta, D_F)
-        sol = solve(m, tau_F, D_F)
+        sol = solve(m, tau_F, D_F, cfg)
         statuses.append(sol.status)
         steps = n_steps(eta, tau_F)
-        idx, Z = random_streams(len(Xtr), steps, range(100 * split, 100 * split + RESPLIT_SEEDS))
+        idx, Z = random_streams(len(Xtr), steps, range(100 * split, 100 * split + cfg.resplit_seeds))
         end = np.array([steps])
         a = train(step_noise(sol.protocol, eta, steps), eta, W0, Xtr, idx, Z, Xte, D_F, end)[:, 0]
         c = train(step_noise(sol.baselines["best_constant"].protocol, eta, steps), eta, W0, Xtr, idx, Z, Xte, D_F,
@@ -259,26 +271,23 @@ def resplit_check(setting: str, D_F: float) -> dict:
         diffs.append(np.mean(a - c))
         ode_diffs.append(sol.objective - sol.baselines["best_constant"].objective)
     diffs = np.array(diffs)
-    return {"splits": RESPLITS, "seeds_per_split": RESPLIT_SEEDS, "real_diff": mean_sem(diffs),
+    return {"splits": cfg.resplits, "seeds_per_split": cfg.resplit_seeds, "real_diff": mean_sem(diffs),
             "ode_diff": mean_sem(ode_diffs), "splits_where_optimal_better": int(np.sum(diffs < 0)),
             "statuses": sorted(set(statuses)), "per_split_real_diff": diffs.tolist()}
 
 
 # ---- storage and figure ------------------------------------------------------------------------------
 
-def record(case: dict, summ: dict, fit: dict, resplit: dict | None):
-    sol = case["sol"]
-    rec = solution_record(sol, f"digits-{case['setting']}-DF{case['D_F']}")
-    rec.attrs.update({"experiment": "dae_digits", "setting": case["setting"], "sgd_steps": case["steps"],
-                      "seeds": SEEDS, "summary": summ, "solver_options": SOLVER_OPTIONS,
-                      "fit": {"priors": fit["priors"].tolist(), "S": fit["S"].tolist(), "s": fit["s"],
-                              "s_per_class": fit["s_per_class"].tolist(),
-                              "within_top_eigenvalues": fit["within_eigenvalues"][:8].tolist()},
-                      "data": f"sklearn load_digits classes {CLASSES}, 50/50 stratified split (random_state 0)"})
-    if resplit is not None:
-        rec.attrs["resplit"] = resplit
+def case_record(case: dict, summ: dict, fit: dict, resplit: dict, args, cfg: Config):
+    rec = record(case["sol"], f"digits-{case['setting']}-DF{case['D_F']}", args,
+                 experiment="dae_digits", setting=case["setting"], sgd_steps=case["steps"], seeds=cfg.seeds,
+                 summary=summ, resplit=resplit,
+                 fit={"priors": fit["priors"].tolist(), "S": fit["S"].tolist(), "s": fit["s"],
+                      "s_per_class": fit["s_per_class"].tolist(),
+                      "within_top_eigenvalues": fit["within_eigenvalues"][:8].tolist()},
+                 data=f"sklearn load_digits classes {CLASSES}, 50/50 stratified split (random_state 0)")
     rec.coords["real_data/tau"] = case["t_check"]
-    rec.coords["real_data/seed"] = np.arange(SEEDS)
+    rec.coords["real_data/seed"] = np.arange(cfg.seeds)
     rec.coords["real_data/D_scan"] = SCAN
     for name in case["real"]:
         rec.variables[f"real_data/{name}_test_mse"] = (("seed", "tau"), case["real"][name])
@@ -289,16 +298,14 @@ def record(case: dict, summ: dict, fit: dict, resplit: dict | None):
     return rec
 
 
-def figure(cases: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def figure(cases: list[dict], args) -> None:
+    plt = pyplot()
     fig, ax = plt.subplots(len(cases), 3, figsize=(14.5, 3.6 * len(cases)), squeeze=False)
     colors = {"optimal": "k", "best_constant": "C2", "constant_D_F": "C1"}
     for row, case in enumerate(cases):
         sol, eta = case["sol"], case["eta"]
-        tag = f"{case['setting']} (eta = {eta:g}, tau_F = {case['tau_F']:g}, {case['steps']} steps), D_F = {case['D_F']}"
+        tag = (f"{case['setting']} (eta = {eta:g}, tau_F = {case['tau_F']:g}, {case['steps']} steps), "
+               f"D_F = {case['D_F']}")
         a = ax[row, 0]
         a.step(sol.t_controls / eta, np.append(sol.controls["D"], sol.controls["D"][-1]), where="post", color="k",
                lw=2, label="optimal (ODE)")
@@ -315,20 +322,21 @@ def figure(cases: list[dict], path: Path) -> None:
         for name, color in colors.items():
             a.plot(t, case["ode"][name], color=color, lw=1.2, label=f"ODE {name}")
             mr = np.nanmean(case["real"][name], axis=0)
-            sr = np.nanstd(case["real"][name], axis=0, ddof=1) / math.sqrt(SEEDS)
+            sr = np.nanstd(case["real"][name], axis=0, ddof=1) / math.sqrt(len(case["real"][name]))
             a.errorbar(t, mr, yerr=sr, fmt="o", ms=3, mfc="none", capsize=2, color=color, label=f"digits {name}")
             ms = case["synth"][name].mean(axis=0)
             a.plot(t, ms, color=color, lw=0.8, ls=":", label=f"synthetic GM SGD {name}" if row == 0 else None)
         a.set_xlabel("alpha")
         a.set_ylabel("test MSE at D_F")
-        a.set_title(f"ODE vs SGD on digits (test split, {SEEDS} seeds, mean +- s.e.)", fontsize=8)
+        a.set_title(f"ODE vs SGD on digits (test split, {len(case['real']['optimal'])} seeds, mean +- s.e.)",
+                    fontsize=8)
         a.legend(fontsize=5.5, ncol=2)
         a = ax[row, 2]
         sr = case["scan_real"]
         ok = np.all(np.isfinite(sr), axis=1)
         a.plot(SCAN, case["scan_ode"], color="C0", lw=1.2, label="ODE, constant D")
-        a.errorbar(SCAN[ok], sr[ok].mean(axis=1), yerr=sr[ok].std(axis=1, ddof=1) / math.sqrt(SEEDS), fmt="s", ms=3,
-                   color="C0", mfc="none", capsize=2, label="digits, constant D")
+        a.errorbar(SCAN[ok], sr[ok].mean(axis=1), yerr=sr[ok].std(axis=1, ddof=1) / math.sqrt(sr.shape[1]), fmt="s",
+                   ms=3, color="C0", mfc="none", capsize=2, label="digits, constant D")
         a.axhline(sol.objective, color="k", lw=1.2, label="ODE, optimal schedule")
         mo, so = mean_sem(case["real"]["optimal"][:, -1])
         a.axhspan(mo - so, mo + so, color="k", alpha=0.25, label="digits, optimal schedule (+- s.e.)")
@@ -338,14 +346,15 @@ def figure(cases: list[dict], path: Path) -> None:
         lo = min(np.nanmin(case["scan_ode"]), np.nanmin(sr.mean(axis=1)), mo)
         a.set_ylim(lo - 0.05, lo + 0.6)
         a.legend(fontsize=6)
-    fig.suptitle("Optimal DAE noise schedule from the Gaussian-mixture ODE, tested on digits 0/1 (N = 64, K = 2)",
-                 fontsize=10)
+    fig.suptitle("Optimal DAE noise schedule from the Gaussian-mixture ODE, tested on digits 0/1 (N = 64, K = 2)"
+                 + (" (quick run)" if args.quick else ""), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, "dae_digits.png", args)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__, argv)
+    cfg = QUICK if args.quick else FULL
     t_start = time.perf_counter()
     data = load_split(0)
     Xtr, ytr, Xte, yte, scale = data
@@ -358,20 +367,21 @@ def main() -> int:
           f"eigenvalues {np.round(ev[:4], 4).tolist()} against s^2 = {fit['s'] ** 2:.4f} (isotropic in the theory), "
           f"{int(np.sum(ev < 1e-12))} null directions")
     cases, records = [], []
-    for setting in SETTINGS:
+    for setting in cfg.settings:
         for D_F in D_FS:
             t0 = time.perf_counter()
-            case = run_case(setting, D_F, data, fit, W0)
+            case = run_case(setting, D_F, data, fit, W0, cfg)
             summ = summarise(case)
             sol = case["sol"]
-            resplit = resplit_check(setting, D_F)
+            resplit = resplit_check(setting, D_F, cfg)
             cases.append(case)
-            records.append(record(case, summ, fit, resplit))
+            records.append(case_record(case, summ, fit, resplit, args, cfg))
             D = sol.controls["D"]
+            alpha_min = (sol.t_controls[np.argmin(D)] + 0.5 * (sol.t_controls[1] - sol.t_controls[0])) / case["eta"]
             print(f"\n[{setting}: eta = {case['eta']:g}, tau_F = {case['tau_F']:g} -> {case['steps']} SGD steps; "
                   f"D_F = {D_F}] solve {sol.status}, verification gap {sol.verification['relative_gap']:.1e}; "
                   f"schedule D: start {D[0]:.3f}, min {D.min():.3f} at alpha "
-                  f"{(sol.t_controls[np.argmin(D)] + 0.5 * (sol.t_controls[1] - sol.t_controls[0])) / case['eta']:.3f}, "
+                  f"{alpha_min:.3f}, "
                   f"end {D[-1]:.3f}; best constant D (ODE) {summ['best_constant_D']:.4f}")
             print(f"  {'':14s} {'ODE':>9s} {'synthetic GM SGD':>20s} {'digits SGD (test)':>20s}")
             for name in ("optimal", "best_constant", "constant_D_F"):
@@ -384,24 +394,22 @@ def main() -> int:
                 sm, ss = summ["synthetic"][key]
                 rm, rs = summ["real"][key]
                 print(f"  optimal - {ref}: ODE {o:+.4f}; synthetic {sm:+.4f} +- {ss:.4f}; digits {rm:+.4f} +- {rs:.4f} "
-                      f"(paired, {SEEDS} seeds)")
+                      f"(paired, {cfg.seeds} seeds)")
             b = summ["real_best_scanned_constant"]
             print(f"  best constant D on the digits (scan): D = {b['D']:.2f}, test MSE {b['mse'][0]:.4f} +- "
                   f"{b['mse'][1]:.4f}; optimal schedule minus it {b['optimal_minus_it'][0]:+.4f} +- "
                   f"{b['optimal_minus_it'][1]:.4f}")
             if any(summ["diverged_runs"].values()):
                 print(f"  diverged runs: {summ['diverged_runs']}")
-            if resplit is not None:
-                rm, rs = resplit["real_diff"]
-                om, os_ = resplit["ode_diff"]
-                print(f"  {RESPLITS} random splits x {RESPLIT_SEEDS} seeds (own W0, refit, re-solved): optimal - best "
-                      f"constant on digits {rm:+.4f} +- {rs:.4f} (ODE {om:+.4f} +- {os_:.4f}); optimal better in "
-                      f"{resplit['splits_where_optimal_better']}/{RESPLITS} splits; solves {resplit['statuses']}")
+            rm, rs = resplit["real_diff"]
+            om, os_ = resplit["ode_diff"]
+            print(f"  {cfg.resplits} random splits x {cfg.resplit_seeds} seeds (own W0, refit, re-solved): optimal - "
+                  f"best constant on digits {rm:+.4f} +- {rs:.4f} (ODE {om:+.4f} +- {os_:.4f}); optimal better in "
+                  f"{resplit['splits_where_optimal_better']}/{cfg.resplits} splits; solves {resplit['statuses']}")
             print(f"  ({time.perf_counter() - t0:.0f} s)")
-    storage.write_fresh(H5, records)
-    figure(cases, PNG)
-    print(f"\nwrote {H5.relative_to(HERE.parent)} ({len(records)} runs) and {PNG.relative_to(HERE.parent)} "
-          f"in {time.perf_counter() - t_start:.0f} s")
+    write_runs(args.out / "dae_digits.h5", records)
+    figure(cases, args)
+    print(f"done in {time.perf_counter() - t_start:.0f} s")
     return 0
 
 

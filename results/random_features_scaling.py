@@ -1,13 +1,14 @@
 """Optimal learning-rate, momentum and batch-size schedules of power-law random features and their
 scaling laws (docs/models.md section 5) [BM26, FSL25, NS26].
 
-    python results/random_features_scaling.py                  # from the repository root; ~8 min
-    python results/random_features_scaling.py --figures-only   # redraw from random_features_scaling.json
+    python results/random_features_scaling.py [--quick] [--out DIR]     # ~10 min (--quick ~10 s)
+    python results/random_features_scaling.py --figures-only [--out DIR] # redraw from DIR/..._scaling.json
 
 Exact recursion of models/random_features.py, N = 2000 modes, sigma = 0.5, batch m = 5, eta in [0, 2]
-piecewise constant on 100 blocks, final loss L(T) (the kept modes plus the never-learned tail beyond N, see horizon_sweep), solved with the
-exact adjoint method (opt_protocols.adjoint.solve_adjoint: multi-start from the best constant and
-the best power law c (t+1)^(-chi); both fitted baselines are stored with every solution).
+piecewise constant on 100 blocks, final loss L(T) (the kept modes plus the never-learned tail beyond
+N, see horizon_sweep), solved with the exact adjoint method (``op.Adjoint``: multi-start from the
+best constant and the best power law c (t+1)^(-chi), SLSQP; both fitted baselines are stored with
+every solution).
 
 1. Horizon sweep T = 10^2 .. 10^4 (6 log-spaced points) in the easy phase (a, b) = (3, 2) and the
    hard phase (a, b) = (2, 3): fitted exponents of the optimal, best-constant and best-power-law
@@ -24,41 +25,56 @@ the best power law c (t+1)^(-chi); both fitted baselines are stored with every s
    tail (models/random_features.py docstring). Theory: optimal schedule N* ~ C^(1/(1+a)),
    constant eta N* ~ C^(1/(a+b)).
 
-Outputs: random_features_scaling.h5 (rewritten on every run; one run per solution, states kept at
-3 times to keep the file small), random_features_scaling.png, random_features_collapse.png,
+Outputs in DIR: random_features_scaling.h5 (rewritten on every run; one run per solution, states
+kept at 3 times and an 11-point learning curve to keep the file small), random_features_scaling.png,
+random_features_collapse.png (both also in docs/figures/ without --quick),
 random_features_momentum_batch.png, random_features_compute_optimal.png, and a summary table on
-stdout (also written to random_features_scaling.json).
+stdout (also written to random_features_scaling.json). --quick: N = 200 modes, 50 blocks,
+T = 100 .. 1585 (4 points), momentum and batch at T = 300, two compute budgets.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
+from _common import parse_args, pyplot, record, save_figure, write_runs
 
 import opt_protocols as op
-from opt_protocols import storage
-from opt_protocols.adjoint import solve_adjoint
-from opt_protocols.results import solution_record
-from opt_protocols.simulate import simulate
 
-HERE = Path(__file__).resolve().parent
-H5 = HERE / "random_features_scaling.h5"
-SUMMARY = HERE / "random_features_scaling.json"
+#: the files the script writes into DIR (checked by tests/test_results_scripts.py)
+OUTPUTS = ("random_features_scaling.h5", "random_features_scaling.json", "random_features_scaling.png",
+           "random_features_collapse.png", "random_features_momentum_batch.png", "random_features_compute_optimal.png")
 
-N_MODES = 2000
 SIGMA, BATCH = 0.5, 5.0
 ETA_MAX = 2.0
-BLOCKS = 100
-T_GRID = [int(t) for t in np.unique(np.round(np.logspace(2, 4, 6)))]   # 100 .. 10000
 PHASES = {"easy": dict(a=3.0, b=2.0), "hard": dict(a=2.0, b=3.0)}
-FIT_FROM = 251            # exponents fitted on T >= FIT_FROM (the smallest horizon is pre-asymptotic)
-SINGLE_T = 1000           # momentum and batch-size studies
-COMPUTE = [2.5e5, 1e6, 4e6]
-N_COMPUTE = [12, 25, 50, 100, 200, 400, 800, 1600]
+#: the optimiser of every solve (the results below were taken with it; see results/README.md)
+OPTIMIZER = "SLSQP"
+SUMMARY = "random_features_scaling.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    n_modes: int
+    blocks: int
+    t_grid: tuple[int, ...]
+    fit_from: int               # exponents fitted on T >= fit_from (the smallest horizon is pre-asymptotic)
+    collapse_from: int          # index into t_grid of the first horizon used for the easy-phase collapse
+    single_t: int               # momentum and batch-size studies
+    compute: tuple[float, ...]
+    n_compute: tuple[int, ...]
+
+
+FULL = Config(n_modes=2000, blocks=100, t_grid=tuple(int(t) for t in np.unique(np.round(np.logspace(2, 4, 6)))),
+              fit_from=251, collapse_from=2, single_t=1000, compute=(2.5e5, 1e6, 4e6),
+              n_compute=(12, 25, 50, 100, 200, 400, 800, 1600))
+QUICK = Config(n_modes=200, blocks=50, t_grid=tuple(int(t) for t in np.unique(np.round(np.logspace(2, 3.2, 4)))),
+               fit_from=200, collapse_from=1, single_t=300, compute=(2.5e4, 1e5), n_compute=(12, 25, 50, 100, 200))
 
 
 def theory(a: float, b: float) -> dict:
@@ -71,51 +87,59 @@ def fit_exponent(T, L) -> float:
     return float(-np.polyfit(np.log(T), np.log(L), 1)[0])
 
 
-def light(sol, model):
-    """Keep a solution's stored states small: states at 3 times, an 11-point learning curve (finer
-    curves are one ``op.simulate`` of the stored protocol away)."""
-    T = int(sol.spec["t_final"])
+def light(sol):
+    """Keep a solution's stored states small: states at 3 times, the re-simulation and every baseline's
+    curve at 11 of their times (finer curves are one ``op.simulate`` of the stored protocol away)."""
     keep = [0, len(sol.t) // 2, len(sol.t) - 1]
     sol.t, sol.x, sol.loss = sol.t[keep], sol.x[keep], sol.loss[keep]
-    sol.trajectory = simulate(model, None, sol.protocol, T, c=model.c, n_out=11)
+    tr = sol.trajectory
+    sub = np.unique(np.round(np.linspace(0, tr.t.size - 1, 11)).astype(int))
+    sol.trajectory = dataclasses.replace(tr, t=tr.t[sub], x=tr.x[sub], loss=tr.loss[sub],
+                                         controls={k: v[sub] for k, v in tr.controls.items()})
+    for b in sol.baselines.values():
+        b.t, b.loss = b.t[sub], b.loss[sub]
     return sol
 
 
-def solve(model, T, records, run_id, **kw):
+def solve(model, T, cfg, args, records, run_id, starts=("best_constant", "power_law"), **kw):
+    """The optimal protocol by the adjoint method, with the best constant and power law as baselines;
+    appended to ``records`` (made light) under ``run_id`` when that is given."""
     t0 = time.perf_counter()
-    sol = solve_adjoint(model, t_final=T, intervals=BLOCKS, **kw)
+    method = op.Adjoint(intervals=cfg.blocks, starts=starts, optimizer=OPTIMIZER)
+    sol = op.solve(model, t_final=T, method=method, families=("power_law",), **kw)
     wall = time.perf_counter() - t0
-    b = sol.baselines
-    print(f"  {run_id:28s} L* = {sol.objective:.7g} ({sol.status}, winner {sol.stats['winner']}), "
-          f"const {b['best_constant'].objective:.7g}, power law {b['power_law'].objective:.7g}, "
-          f"{wall:.1f} s", flush=True)
     sol.stats["script_wall_time"] = wall
-    records.append(solution_record(light(sol, model), run_id))
+    if run_id:
+        b = sol.baselines
+        print(f"  {run_id:28s} L* = {sol.objective:.7g} ({sol.status}, winner {sol.stats['winner']}), "
+              f"const {b['best_constant'].objective:.7g}, power law {b['power_law'].objective:.7g}, "
+              f"{wall:.1f} s", flush=True)
+        records.append(record(light(sol), run_id, args))
     return sol
 
 
 # ---------------------------------------------------------------------------------------------
 
-def horizon_sweep(records) -> dict:
+def horizon_sweep(cfg, args, records) -> dict:
     out = {}
     for phase, ab in PHASES.items():
         # tail=True: the reported loss adds the modes beyond N (never learned at these T: lambda_k T << 1),
         # so L approximates the N -> infinity loss the theory describes (hard phase: L_N(T) alone is
         # low by sum_{k>N} k^-a = 5e-4 at N = 2000, 1.6% of L at T = 10^4); the optimum is unchanged
-        model = op.load_model("random_features", N=N_MODES, sigma=SIGMA, m=BATCH, tail=True, **ab)
-        print(f"{phase} phase (a, b) = ({ab['a']:g}, {ab['b']:g}), N = {N_MODES}")
+        model = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, m=BATCH, tail=True, **ab)
+        print(f"{phase} phase (a, b) = ({ab['a']:g}, {ab['b']:g}), N = {cfg.n_modes}")
         rows = []
-        for T in T_GRID:
-            sol = solve(model, T, records, f"{phase}-T{T}", controls={"eta": (0.0, ETA_MAX)})
+        for T in cfg.t_grid:
+            sol = solve(model, T, cfg, args, records, f"{phase}-T{T}", controls={"eta": (0.0, ETA_MAX)})
             b = sol.baselines
             rows.append({"T": T, "optimal": sol.objective, "constant": b["best_constant"].objective,
                          "eta_constant": b["best_constant"].values["eta"],
-                         "power_law": b["power_law"].objective, "c": b["power_law"].values["c"],
+                         "power_law": b["power_law"].objective, "c": b["power_law"].values["base_lr"],
                          "chi": b["power_law"].values["chi"], "eta": sol.controls["eta"].tolist(),
                          "status": sol.status, "winner": sol.stats["winner"],
                          "wall": sol.stats["script_wall_time"]})
         Ts = np.array([r["T"] for r in rows], dtype=float)
-        sel = Ts >= FIT_FROM
+        sel = Ts >= cfg.fit_from
         fits = {k: fit_exponent(Ts[sel], np.array([r[k] for r in rows])[sel])
                 for k in ("optimal", "constant", "power_law")}
         # local exponents between the two largest horizons (closest to the asymptotic regime)
@@ -124,11 +148,11 @@ def horizon_sweep(records) -> dict:
         pairs = {k: (-np.diff(np.log([r[k] for r in rows])) / np.diff(np.log(Ts))).tolist()
                  for k in ("optimal", "constant", "power_law")}
         out[phase] = {"params": ab, "rows": rows, "fit": fits, "local": local, "pairs": pairs,
-                      "theory": theory(**ab)}
+                      "theory": theory(**ab), "fit_from": cfg.fit_from}
     return out
 
 
-def collapse_and_anneal(sweep) -> dict:
+def collapse_and_anneal(sweep, cfg) -> dict:
     """Easy: spread of T^xi eta*(t/T) across T; hard: plateau level and annealed fraction."""
     res = {}
     a, b = PHASES["easy"]["a"], PHASES["easy"]["b"]
@@ -137,14 +161,15 @@ def collapse_and_anneal(sweep) -> dict:
     for r in sweep["easy"]["rows"]:
         curves.append(np.asarray(r["eta"]) * r["T"] ** xi)
     C = np.array(curves)
-    mid = slice(10, 90)     # away from the warmup and the last blocks
-    spread = np.std(np.log(C[2:, mid]), axis=0).mean()      # T >= 631
-    raw_spread = np.std(np.log(C[2:, mid] / np.array([r["T"] ** xi for r in sweep["easy"]["rows"][2:]])[:, None]),
-                        axis=0).mean()
+    k0, nb = cfg.collapse_from, cfg.blocks
+    mid = slice(nb // 10, nb - nb // 10)     # away from the warmup and the last blocks
+    rows = sweep["easy"]["rows"][k0:]        # the horizons of the collapse (T >= 631 in the full run)
+    spread = np.std(np.log(C[k0:, mid]), axis=0).mean()
+    raw_spread = np.std(np.log(C[k0:, mid] / np.array([r["T"] ** xi for r in rows])[:, None]), axis=0).mean()
     # best xi from the collapse itself: minimise the spread of log(T^x eta) over x
     xs = np.linspace(0.0, 1.0, 201)
-    Ts = np.array([r["T"] for r in sweep["easy"]["rows"]][2:], dtype=float)
-    E = np.array([r["eta"] for r in sweep["easy"]["rows"]][2:])[:, mid]
+    Ts = np.array([r["T"] for r in rows], dtype=float)
+    E = np.array([r["eta"] for r in rows])[:, mid]
     spreads = [np.std(np.log(E) + x * np.log(Ts)[:, None], axis=0).mean() for x in xs]
     res["easy"] = {"xi_theory": xi, "xi_collapse": float(xs[int(np.argmin(spreads))]),
                    "log_spread_collapsed": float(spread), "log_spread_raw": float(raw_spread)}
@@ -153,27 +178,28 @@ def collapse_and_anneal(sweep) -> dict:
     def tail_fraction(eta, level):
         """Fraction of the horizon after the last block with eta >= level (the anneal)."""
         above = np.nonzero(eta >= level)[0]
-        return (BLOCKS - (above[-1] + 1)) / BLOCKS if above.size else 1.0
+        return (nb - (above[-1] + 1)) / nb if above.size else 1.0
 
     for r in sweep["hard"]["rows"]:
         eta = np.asarray(r["eta"])
-        plateau = float(np.median(eta[10:50]))
+        plateau = float(np.median(eta[nb // 10:nb // 2]))
         hard.append({"T": r["T"], "plateau": plateau, "anneal_fraction_half": tail_fraction(eta, 0.5 * plateau),
                      "anneal_fraction_90": tail_fraction(eta, 0.9 * plateau)})
     res["hard"] = hard
     return res
 
 
-def momentum_and_batch(records) -> dict:
+def momentum_and_batch(cfg, args, records) -> dict:
     ab = PHASES["easy"]
-    T = SINGLE_T
+    T = cfg.single_t
     out = {}
-    plain = op.load_model("random_features", N=N_MODES, sigma=SIGMA, m=BATCH, **ab)
-    mom = op.load_model("random_features", N=N_MODES, sigma=SIGMA, m=BATCH, momentum=True, **ab)
+    plain = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, m=BATCH, **ab)
+    mom = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, m=BATCH, momentum=True, **ab)
     print(f"momentum and batch size, easy phase, T = {T}")
-    s_plain = solve(plain, T, records, f"easy-sgd-T{T}", controls={"eta": (0.0, ETA_MAX)})
-    s_mom = solve(mom, T, records, f"easy-momentum-T{T}", controls={"eta": (0.0, ETA_MAX), "beta": (0.02, 1.0)})
-    s_bat = solve(plain, T, records, f"easy-batch-T{T}", controls={"eta": (0.0, ETA_MAX), "m": (1.0, 100.0)},
+    s_plain = solve(plain, T, cfg, args, records, f"easy-sgd-T{T}", controls={"eta": (0.0, ETA_MAX)})
+    s_mom = solve(mom, T, cfg, args, records, f"easy-momentum-T{T}",
+                  controls={"eta": (0.0, ETA_MAX), "beta": (0.02, 1.0)})
+    s_bat = solve(plain, T, cfg, args, records, f"easy-batch-T{T}", controls={"eta": (0.0, ETA_MAX), "m": (1.0, 100.0)},
                   budgets=[op.Budget("m", BATCH)])
     U = s_bat.protocol.values(np.arange(T) + 0.5)
     out["sgd"] = {"optimal": s_plain.objective, "constant": s_plain.baselines["best_constant"].objective}
@@ -202,25 +228,24 @@ def momentum_and_batch(records) -> dict:
     return out
 
 
-def compute_optimal(records) -> dict:
+def compute_optimal(cfg, args, records) -> dict:
     a, b = PHASES["easy"]["a"], PHASES["easy"]["b"]
     out = []
     print("compute-optimal allocation, easy phase (target with infinitely many modes)")
-    for C in COMPUTE:
+    for C in cfg.compute:
         rows = []
-        for N in N_COMPUTE:
+        for N in cfg.n_compute:
             T = int(round(C / N))
-            if T < BLOCKS:
+            if T < cfg.blocks:
                 continue
             tail = float(sum_tail(a, N))
             model = op.load_model("random_features", N=N, m=BATCH, sigma=math.sqrt(SIGMA ** 2 + tail), tail=True,
                                   a=a, b=b)
-            t0 = time.perf_counter()
-            sol = solve_adjoint(model, t_final=T, intervals=BLOCKS, controls={"eta": (0.0, ETA_MAX)},
-                                starts=("best_baseline",))
-            rows.append({"N": N, "T": T, "optimal": sol.objective,
+            sol = solve(model, T, cfg, args, records, None, starts=("best_baseline",),
+                        controls={"eta": (0.0, ETA_MAX)})
+            rows.append({"N": N, "T": T, "optimal": sol.objective, "status": sol.status,
                          "constant": sol.baselines["best_constant"].objective, "tail": tail,
-                         "wall": time.perf_counter() - t0, "sol": sol, "model": model})
+                         "wall": sol.stats["script_wall_time"], "sol": sol})
             print(f"  C = {C:.2g} N = {N:5d} T = {T:6d}: L* = {sol.objective:.6g}, "
                   f"const {rows[-1]['constant']:.6g} ({rows[-1]['wall']:.1f} s)", flush=True)
         best = {}
@@ -237,9 +262,8 @@ def compute_optimal(records) -> dict:
             best[key] = {"N_grid": rows[k]["N"], "N_star": n_star, "L": float(L[k]),
                          "at_grid_edge": k in (0, len(grid_n) - 1)}
         r = rows[[x["N"] for x in rows].index(best["optimal"]["N_grid"])]
-        records.append(solution_record(light(r["sol"], r["model"]), f"compute-C{C:.0e}-N{r['N']}"))
-        out.append({"C": C, "best": best,
-                    "rows": [{k: v for k, v in x.items() if k not in ("sol", "model")} for x in rows]})
+        records.append(record(light(r["sol"]), f"compute-C{C:.0e}-N{r['N']}", args))
+        out.append({"C": C, "best": best, "rows": [{k: v for k, v in x.items() if k != "sol"} for x in rows]})
     Cs = np.array([o["C"] for o in out])
     fit = {key: float(np.polyfit(np.log(Cs), np.log([o["best"][key]["N_star"] for o in out]), 1)[0])
            for key in ("optimal", "constant")}
@@ -254,11 +278,10 @@ def sum_tail(a, N):
 
 # ---------------------------------------------------------------------------------------------
 
-def figures(sweep, shapes, mb, comp):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def figures(S, args):
+    sweep, shapes, mb, comp = S["sweep"], S["shapes"], S["momentum_batch"], S["compute"]
+    n_modes, single_t = S["config"]["n_modes"], S["config"]["single_t"]
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (phase, res) in zip(axes, sweep.items()):
         Ts = np.array([r["T"] for r in res["rows"]], dtype=float)
@@ -266,23 +289,24 @@ def figures(sweep, shapes, mb, comp):
             L = np.array([r[key] for r in res["rows"]])
             ax.loglog(Ts, L, style, label=f"{key.replace('_', ' ')}: fit {res['fit'][key]:.3f}, "
                                           f"theory {res['theory'][key]:.3f}")
-        ax.set_title(f"{phase} phase (a, b) = ({res['params']['a']:g}, {res['params']['b']:g}), N = {N_MODES}")
+        ax.set_title(f"{phase} phase (a, b) = ({res['params']['a']:g}, {res['params']['b']:g}), N = {n_modes}"
+                     + (" (quick run)" if S["quick"] else ""))
         ax.set_xlabel("T (steps)")
         ax.set_ylabel("final loss L(T)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(HERE / "random_features_scaling.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "random_features_scaling.png", args)
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     a, b = PHASES["easy"]["a"], PHASES["easy"]["b"]
     xi = 1 - b / a
-    centres = (np.arange(BLOCKS) + 0.5) / BLOCKS
+    blocks = len(sweep["easy"]["rows"][0]["eta"])
+    centres = (np.arange(blocks) + 0.5) / blocks
     for r in sweep["easy"]["rows"]:
         axes[0].plot(centres, np.asarray(r["eta"]) * r["T"] ** xi, label=f"T = {r['T']}")
     delta = 2 * b - 1
     ref = sweep["easy"]["rows"][-1]
-    k = int(0.3 * BLOCKS)
+    k = int(0.3 * blocks)
     amp = ref["eta"][k] * ref["T"] ** xi / (1 - centres[k]) ** delta
     axes[0].plot(centres, amp * (1 - centres) ** delta, "k--", lw=1, label=f"(1 - t/T)^(2b-1), 2b-1 = {delta:g}")
     axes[0].set_yscale("log")
@@ -299,7 +323,7 @@ def figures(sweep, shapes, mb, comp):
     axes[1].set_title("hard phase: plateau, then anneal")
     axes[1].legend(fontsize=7)
     H = shapes["hard"]
-    axes[2].semilogx([h["T"] for h in H], [h["plateau"] for h in H], "o-", label="plateau (median, blocks 10-50)")
+    axes[2].semilogx([h["T"] for h in H], [h["plateau"] for h in H], "o-", label="plateau (median, 10-50% of T)")
     axes[2].semilogx([h["T"] for h in H], [h["anneal_fraction_half"] for h in H], "s--",
                      label="annealed fraction (eta < plateau/2)")
     axes[2].semilogx([h["T"] for h in H], [h["anneal_fraction_90"] for h in H], "^:",
@@ -308,8 +332,7 @@ def figures(sweep, shapes, mb, comp):
     axes[2].set_title("hard phase vs T")
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(HERE / "random_features_collapse.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "random_features_collapse.png", args)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     m = mb["momentum"]
@@ -317,7 +340,7 @@ def figures(sweep, shapes, mb, comp):
     axes[0].plot(centres, m["beta"], label="beta (EMA weight of the new gradient)")
     axes[0].plot(centres, np.array(m["eta"]) * np.array(m["beta"]), label="eta * beta")
     axes[0].set_yscale("log")
-    axes[0].set_title(f"momentum, T = {SINGLE_T}: L* = {m['optimal']:.4g} "
+    axes[0].set_title(f"momentum, T = {single_t}: L* = {m['optimal']:.4g} "
                       f"(SGD {mb['sgd']['optimal']:.4g}, const {m['constant']:.4g})", fontsize=9)
     axes[0].set_xlabel("t / T")
     axes[0].legend(fontsize=8)
@@ -331,8 +354,7 @@ def figures(sweep, shapes, mb, comp):
     axes[1].set_xlabel("t / T")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(HERE / "random_features_momentum_batch.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "random_features_momentum_batch.png", args, readme=False)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for s in comp["sweeps"]:
@@ -353,29 +375,38 @@ def figures(sweep, shapes, mb, comp):
     axes[1].set_ylabel("compute-optimal N")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(HERE / "random_features_compute_optimal.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, "random_features_compute_optimal.png", args, readme=False)
 
 
-def main() -> int:
-    if "--figures-only" in sys.argv[1:]:     # redraw from the stored summary
-        S = json.loads(SUMMARY.read_text())
-        figures(S["sweep"], S["shapes"], S["momentum_batch"], S["compute"])
+def _figures_only(parser) -> None:
+    parser.add_argument("--figures-only", action="store_true",
+                        help="redraw the figures from DIR/random_features_scaling.json (seconds)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(__doc__, argv, extra=_figures_only)
+    if args.figures_only:     # redraw from the stored summary
+        S = json.loads((args.out / SUMMARY).read_text())
+        args.quick = S["quick"]
+        figures(S, args)
         return 0
+    cfg = QUICK if args.quick else FULL
     t0 = time.perf_counter()
     records: list = []
-    sweep = horizon_sweep(records)
-    shapes = collapse_and_anneal(sweep)
-    mb = momentum_and_batch(records)
-    comp = compute_optimal(records)
-    storage.write_fresh(H5, records)
+    sweep = horizon_sweep(cfg, args, records)
+    shapes = collapse_and_anneal(sweep, cfg)
+    mb = momentum_and_batch(cfg, args, records)
+    comp = compute_optimal(cfg, args, records)
+    write_runs(args.out / "random_features_scaling.h5", records)
     summary = {"sweep": sweep, "shapes": shapes, "momentum_batch": mb, "compute": comp,
+               "config": dataclasses.asdict(cfg), "quick": bool(args.quick), "optimizer": OPTIMIZER,
                "wall_time": time.perf_counter() - t0}
-    SUMMARY.write_text(json.dumps(summary, indent=1, default=float))
-    figures(sweep, shapes, mb, comp)
+    (args.out / SUMMARY).write_text(json.dumps(summary, indent=1, default=float))
+    print(f"wrote {args.out / SUMMARY}")
+    figures(summary, args)
 
-    print("\nfitted vs theoretical exponents of L(T) (fit over T >= %d; 'last pair': T = %d -> %d)"
-          % (FIT_FROM, T_GRID[-2], T_GRID[-1]))
+    print(f"\nfitted vs theoretical exponents of L(T) (fit over T >= {cfg.fit_from}; 'last pair': "
+          f"T = {cfg.t_grid[-2]} -> {cfg.t_grid[-1]})")
     print(f"{'phase':6s} {'schedule':10s} {'fit':>7s} {'last pair':>9s} {'theory':>7s}")
     for phase, res in sweep.items():
         for key in ("optimal", "power_law", "constant"):
@@ -387,17 +418,18 @@ def main() -> int:
     for h in shapes["hard"]:
         print(f"hard T = {h['T']:6d}: plateau {h['plateau']:.3f}, annealed fraction (eta < plateau/2) "
               f"{h['anneal_fraction_half']:.2f}, (eta < 0.9 plateau) {h['anneal_fraction_90']:.2f}")
-    print(f"momentum T = {SINGLE_T}: optimal {mb['momentum']['optimal']:.6g}, best constant (eta, beta) "
+    print(f"momentum T = {cfg.single_t}: optimal {mb['momentum']['optimal']:.6g}, best constant (eta, beta) "
           f"{mb['momentum']['constant']:.6g}, SGD optimal {mb['sgd']['optimal']:.6g}")
-    print(f"batch T = {SINGLE_T}: optimal {mb['batch']['optimal']:.6g} (mean m {mb['batch']['mean_m']:.6f}), "
+    print(f"batch T = {cfg.single_t}: optimal {mb['batch']['optimal']:.6g} (mean m {mb['batch']['mean_m']:.6f}), "
           f"best constant {mb['batch']['constant']:.6g}, SGD at m = 5 optimal {mb['sgd']['optimal']:.6g}")
     for name, d in mb["batch"]["same_ratio_profiles"].items():
         print(f"  batch profile {name}, eta/m kept as a function of samples seen: {d['loss']:.6g} "
               f"({100 * d['relative_to_sgd_optimum']:+.2f}% vs the SGD optimum)")
     for s in comp["sweeps"]:
+        edge = ", at the grid edge" if s["best"]["constant"]["at_grid_edge"] else ""
         print(f"C = {s['C']:.1e}: N* optimal {s['best']['optimal']['N_star']:.1f} "
               f"(grid {s['best']['optimal']['N_grid']}), constant {s['best']['constant']['N_star']:.1f} "
-              f"(grid {s['best']['constant']['N_grid']}{', at the grid edge' if s['best']['constant']['at_grid_edge'] else ''})")
+              f"(grid {s['best']['constant']['N_grid']}{edge})")
     print(f"N* ~ C^x: optimal x = {comp['fit_N_exponent']['optimal']:.3f} (theory "
           f"{comp['theory_N_exponent']['optimal']:.3f}), constant x = {comp['fit_N_exponent']['constant']:.3f} "
           f"(theory {comp['theory_N_exponent']['constant']:.3f})")

@@ -16,6 +16,7 @@ import pytest
 
 import opt_protocols as op
 from opt_protocols.protocol import as_protocol
+from opt_protocols.references import DROPOUT_ONE_INTERVAL as ONE_INTERVAL
 
 TEST_MODELS = Path(__file__).parent / "models_for_tests"
 
@@ -86,17 +87,18 @@ def test_eg_perfect_student_is_zero():
     assert abs(model.loss(model.initial_state(Q=T, R=T))) < 1e-15
 
 
-DROPOUT_PRINTED = {"Q[0,0]": (0.00237012, 8), "Q[0,1]": (0.000252981, 9), "R[0,0]": (0.00448323, 8)}
+#: the printed states: name -> (value, decimals)
+DROPOUT_PRINTED = {k: (p.value, len(p.text.split(".")[1])) for k, p in ONE_INTERVAL.published.items()}
+#: the single protocol of the check (eta = 1, r = 0.1) and its horizon alpha = 0.1
+DROPOUT_PROTOCOL = ONE_INTERVAL.protocol(next(iter(ONE_INTERVAL.protocols)))
 
 
 def _dropout_setup():
-    model = _committee(K=2, M=1, sigma=0.2)
-    x0 = model.initial_state(Q=np.zeros((2, 2)), R=np.zeros((2, 1)))
-    u = model.control_vector({"eta": 1.0, "r": 0.1})
-    return model, x0, u
+    model = ONE_INTERVAL.model()
+    return model, ONE_INTERVAL.x0(model), model.control_vector(DROPOUT_PROTOCOL)
 
 
-def _euler(model, x0, u, dt, t_final=0.1):
+def _euler(model, x0, u, dt, t_final=ONE_INTERVAL.t_final):
     x = x0.copy()
     for _ in range(int(round(t_final / dt))):
         x = x + dt * model.rhs(x, u)
@@ -112,7 +114,7 @@ def test_dropout_one_interval_exact():
     ~1e-15 on values ~1e-3).
     """
     model, x0, u = _dropout_setup()
-    exact = op.simulate(model, x0, {"eta": 1.0, "r": 0.1}, 0.1, rtol=1e-12, atol=1e-15, n_out=2).x[-1]
+    exact = op.simulate(model, x0, DROPOUT_PROTOCOL, ONE_INTERVAL.t_final, rtol=1e-12, atol=1e-15, n_out=2).x[-1]
     e1 = _euler(model, x0, u, 1e-4)
     e2 = _euler(model, x0, u, 5e-5)
     # E(dt) - exact = 2 (E(dt) - E(dt/2)) + O(dt^2): the O(dt^2) part is 1e-5 of the first-order one
@@ -135,7 +137,7 @@ def test_dropout_one_interval_published_digits():
     but E(1e-4) itself does NOT round to the printed Q[0,1] and R[0,0] (see test below).
     """
     model, x0, u = _dropout_setup()
-    exact = op.simulate(model, x0, {"eta": 1.0, "r": 0.1}, 0.1, rtol=1e-12, atol=1e-15, n_out=2).x[-1]
+    exact = op.simulate(model, x0, DROPOUT_PROTOCOL, ONE_INTERVAL.t_final, rtol=1e-12, atol=1e-15, n_out=2).x[-1]
     e1 = _euler(model, x0, u, 1e-4)
     e2 = _euler(model, x0, u, 5e-5)
     for name, (printed, digits) in DROPOUT_PRINTED.items():

@@ -25,17 +25,18 @@ from scipy import integrate, special
 import opt_protocols as op
 from opt_protocols.models import curriculum
 from opt_protocols.protocol import as_protocol
+from opt_protocols.references import CURRICULUM as REF
 from opt_protocols.sgd import simulate_sgd
 from opt_protocols.simulate import simulate
 
 Z = 4.5          # standard errors allowed between the SGD mean and the ODE
 ATOL0 = 1e-12    # the initial weights reproduce x0 to rounding; the SEM there is 0
 
-ALPHA_F = 12.0
-CURRICULUM = {"u": (np.array([0.0, 6.0, 12.0]), np.array([1.0, 0.0]))}
-ANTI = {"u": (np.array([0.0, 6.0, 12.0]), np.array([0.0, 1.0]))}
-ALTERNATION = {"u": np.tile([1.0, 0.0], 120)}    # 240 intervals of width 0.05, easy first
-CONSTANT = {"u": 0.5}
+ALPHA_F = REF.t_final
+CURRICULUM = REF.protocol("curriculum")           # easy on [0, 6], then hard
+ANTI = REF.protocol("anti_curriculum")
+ALTERNATION = REF.protocol("alternation")         # 240 intervals of width 0.05, easy first
+CONSTANT = REF.protocol("best_constant")          # u = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,10 @@ def test_declarations(model):
     assert dict(zip(model.constants.names, model.c)) == {"T": 2.0, "Delta1": 0.0, "Delta2": 2.0, "p1": 0.5,
                                                          "lam": 0.0}
     assert "[MM25]" in model.doc
+    # the defaults are the reference setup
+    ref = REF.model()
+    np.testing.assert_array_equal(ref.c, model.c)
+    np.testing.assert_array_equal(REF.x0(ref), model.initial_state())
     # the loss at the reference initial state: M = 0, so eg = acos(0)/pi = 1/2 exactly
     assert model.loss(model.initial_state()) == pytest.approx(0.5, abs=1e-15)
     with pytest.raises(ValueError, match="M\\^2 < Q11 T"):
@@ -84,10 +89,10 @@ def test_mixture_is_linear_in_u(model):
 
 
 @pytest.mark.parametrize("name, protocol, expected", [
-    ("curriculum", CURRICULUM, 0.1558618),
-    ("anti-curriculum", ANTI, 0.1628201),
-    ("alternation", ALTERNATION, 0.1527166),
-    ("constant", CONSTANT, 0.1527775),
+    ("curriculum", CURRICULUM, REF["curriculum"]),
+    ("anti-curriculum", ANTI, REF["anti_curriculum"]),
+    ("alternation", ALTERNATION, REF["alternation"]),
+    ("constant", CONSTANT, REF["best_constant"]),
 ])
 def test_reference_baselines(model, name, protocol, expected):
     """docs/models.md section 2: alpha_F = 12, eta = 3, T = 2, p1 = 0.5, (1, 1, 0) start.
@@ -97,7 +102,7 @@ def test_reference_baselines(model, name, protocol, expected):
     """
     traj = simulate(model, None, protocol, ALPHA_F, rtol=1e-10, atol=1e-12, n_out=2)
     assert traj.status == "ok"
-    assert traj.final_loss == pytest.approx(expected, abs=5e-8)
+    assert expected.matches(traj.final_loss), (traj.final_loss, expected.text)
     finer = simulate(model, None, protocol, ALPHA_F, rtol=1e-12, atol=1e-14, n_out=2)
     assert abs(finer.final_loss - traj.final_loss) < 1e-9
 

@@ -32,12 +32,14 @@ import pytest
 import opt_protocols as op
 from opt_protocols.models import dae
 from opt_protocols.protocol import as_protocol
+from opt_protocols.references import DAE_TEST_NOISE
+from opt_protocols.references import dae as dae_reference
 from opt_protocols.sgd import simulate_sgd
 from opt_protocols.simulate import simulate
 
 Z = 4.5
 ATOL0 = 1e-12
-TAU_F = 4.0
+TAU_F = dae_reference(0.1).t_final
 #: finite-size allowance coefficients (see the module docstring): M and Q entries, b, loss
 C_FS_STATE, C_FS_B, C_FS_LOSS = 25.0, 0.05, 15.0
 FALLING = {"D": (np.array([0.0, TAU_F]), np.array([0.8, 0.05]))}
@@ -59,6 +61,10 @@ def test_declarations(model):
     assert (c["eta"], c["s"], c["D_F"], c["N"]) == (5.0, 0.1, 0.1, 1000.0)
     assert (c["S[0,0]"], c["S[0,1]"], c["S[1,1]"]) == (0.9471, 0.0313, 0.9900)
     assert "[MM25]" in model.doc
+    # the defaults are the reference setup (D_F = 0.1)
+    ref = dae_reference(0.1).model()
+    np.testing.assert_array_equal(ref.c, model.c)
+    np.testing.assert_array_equal(dae_reference(0.1).x0(ref), model.initial_state())
     with pytest.raises(ValueError, match="positive semi-definite"):
         model.initial_state(M=np.array([[2.0, 0.0], [0.0, 0.1]]))
     with pytest.raises(ValueError, match="priors"):
@@ -85,17 +91,20 @@ def test_backends_agree(params):
         assert float(cas.loss(x, model.c)) == pytest.approx(model.loss(x), rel=1e-12)
 
 
-@pytest.mark.parametrize("D_F, expected", [(0.1, 8.886888), (0.3, 9.519856)])
-def test_reference_baselines(D_F, expected):
+@pytest.mark.parametrize("D_F", DAE_TEST_NOISE)
+def test_reference_baselines(D_F):
     """docs/models.md section 3: constant D = D_F over tau in [0, 4], limit equations, source loss.
 
     dopri5 at rtol 1e-10 (changes by < 1e-9 at rtol 1e-12); 7 significant digits published.
     """
-    model = op.load_model("dae", D_F=D_F)
-    traj = simulate(model, None, {"D": D_F}, TAU_F, rtol=1e-10, atol=1e-12, n_out=2)
+    ref = dae_reference(D_F)
+    model = ref.model()
+    protocol = ref.protocol("constant_D_F")
+    assert protocol == {"D": D_F}
+    traj = simulate(model, None, protocol, TAU_F, rtol=1e-10, atol=1e-12, n_out=2)
     assert traj.status == "ok"
-    assert traj.final_loss == pytest.approx(expected, abs=5e-7)
-    finer = simulate(model, None, {"D": D_F}, TAU_F, rtol=1e-12, atol=1e-14, n_out=2)
+    assert ref["constant_D_F"].matches(traj.final_loss), (traj.final_loss, ref["constant_D_F"].text)
+    finer = simulate(model, None, protocol, TAU_F, rtol=1e-12, atol=1e-14, n_out=2)
     assert abs(finer.final_loss - traj.final_loss) < 1e-9
 
 

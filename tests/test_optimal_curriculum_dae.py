@@ -24,24 +24,20 @@ import numpy as np
 import pytest
 
 import opt_protocols as op
+from opt_protocols.references import CURRICULUM, DAE_TEST_NOISE
+from opt_protocols.references import dae as dae_reference
 
 # ---- curriculum (docs/models.md section 2) ------------------------------------------------------------
 
-ALPHA_F, ETA, P1 = 12.0, 3.0, 0.5
-CURRICULUM_BASELINES = {
-    "curriculum": {"u": (np.array([0.0, 6.0, 12.0]), np.array([1.0, 0.0]))},
-    "anti_curriculum": {"u": (np.array([0.0, 6.0, 12.0]), np.array([0.0, 1.0]))},
-    "alternation": {"u": np.tile([1.0, 0.0], 120)},     # 240 intervals of width 0.05, easy first
-}
-CURRICULUM_PUBLISHED = {"curriculum": 0.1558618, "anti_curriculum": 0.1628201, "alternation": 0.1527166,
-                        "best_constant": 0.1527775}
+P1 = CURRICULUM.budgets[0]["mean"]
+#: the source's baselines, evaluated by op.solve (the best constant is the framework's)
+CURRICULUM_PUBLISHED = ("curriculum", "anti_curriculum", "alternation", "best_constant")
 #: exact-ODE optimum over piecewise-constant u, converged in the number of intervals (0.14684128 at 960)
 CURRICULUM_OPTIMUM = 0.1468413
 
 
 def solve_curriculum(intervals: int) -> op.Solution:
-    return op.solve("curriculum", t_final=ALPHA_F, controls={"u": (0.0, 1.0)}, fixed={"eta": ETA},
-                    budgets=[{"control": "u", "mean": P1}], intervals=intervals, baselines=CURRICULUM_BASELINES)
+    return CURRICULUM.solve(intervals=intervals)
 
 
 def switching_times(sol: op.Solution) -> tuple[float, float]:
@@ -55,6 +51,7 @@ def switching_times(sol: op.Solution) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def curriculum_240():
+    assert CURRICULUM.intervals == 240
     return solve_curriculum(240)
 
 
@@ -62,8 +59,8 @@ def test_curriculum_optimum_status_and_baselines(curriculum_240):
     sol = curriculum_240
     assert sol.status == "optimal" and sol.return_status == "Solve_Succeeded"
     assert sol.verification["ok"] and sol.verification["relative_gap"] < 1e-8
-    for name, expected in CURRICULUM_PUBLISHED.items():
-        assert sol.baselines[name].objective == pytest.approx(expected, abs=5e-8), name
+    for name in CURRICULUM_PUBLISHED:
+        assert CURRICULUM[name].matches(sol.baselines[name].objective), name
     # the framework holds a budgeted control at its mean: the best constant is u = 0.5
     assert sol.baselines["best_constant"].values["u"] == 0.5
     assert sol.objective == pytest.approx(CURRICULUM_OPTIMUM, abs=1e-7)
@@ -110,21 +107,14 @@ def test_curriculum_optimum_converges_in_intervals(curriculum_240):
 
 # ---- DAE noise schedule (docs/models.md section 3) ------------------------------------------------------
 
-TAU_F = 4.0
-DAE_CONSTANT = {0.1: 8.886888, 0.3: 9.519856}
-#: IPOPT's final point may sit ~1e-8 outside the control bounds; the re-simulation rejects it, so
-#: the original bounds are honoured. For D_F = 0.1, whose optimum lies on D = 0.01 almost
-#: everywhere, the adaptive barrier update cuts IPOPT's iterations (114 -> 14 at 100 intervals).
-DAE_OPTIONS = {0.1: {"ipopt.honor_original_bounds": "yes", "ipopt.mu_strategy": "adaptive"},
-               0.3: {"ipopt.honor_original_bounds": "yes"}}
 #: limit-ODE optima (source loss) at 100 and 399 intervals, and the framework's best constant D
 DAE_OPTIMUM = {(0.3, 100): 9.4270713, (0.3, 399): 9.4270697, (0.1, 100): 8.7940201, (0.1, 399): 8.7940196}
 DAE_BEST_CONSTANT = {0.3: (0.136628, 9.4401515), 0.1: (0.01, 8.7940713)}
 
 
 def solve_dae(D_F: float, intervals: int) -> op.Solution:
-    return op.solve(op.load_model("dae", D_F=D_F), t_final=TAU_F, controls={"D": (0.01, 0.99)},
-                    intervals=intervals, baselines={"constant_D_F": {"D": D_F}}, solver_options=DAE_OPTIONS[D_F])
+    """The published problem (op.solve's default IPOPT settings) on ``intervals`` intervals."""
+    return dae_reference(D_F).solve(intervals=intervals)
 
 
 def check_dae(sol: op.Solution, D_F: float, intervals: int, margin_best: float) -> None:
@@ -132,8 +122,9 @@ def check_dae(sol: op.Solution, D_F: float, intervals: int, margin_best: float) 
     assert sol.verification["ok"] and sol.verification["relative_gap"] < 1e-8
     D = sol.controls["D"]
     assert D.size == intervals and np.all(D >= 0.01) and np.all(D <= 0.99)
-    assert sol.baselines["constant_D_F"].objective == pytest.approx(DAE_CONSTANT[D_F], abs=5e-7)
-    assert sol.baselines["default"].objective == pytest.approx(DAE_CONSTANT[D_F], abs=5e-7)
+    published = dae_reference(D_F)["constant_D_F"]
+    assert published.matches(sol.baselines["constant_D_F"].objective)
+    assert published.matches(sol.baselines["default"].objective)
     D_best, L_best = DAE_BEST_CONSTANT[D_F]
     best = sol.baselines["best_constant"]
     assert best.values["D"] == pytest.approx(D_best, abs=1e-4)
@@ -177,9 +168,10 @@ def test_dae_schedule_DF01():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("D_F", [0.3, 0.1])
+@pytest.mark.parametrize("D_F", DAE_TEST_NOISE)
 def test_dae_schedule_reference_size(D_F):
     """399 intervals, as published."""
+    assert dae_reference(D_F).intervals == 399
     sol = solve_dae(D_F, 399)
     check_dae(sol, D_F, 399, margin_best=0.009 if D_F == 0.3 else 3e-5)
     if D_F == 0.3:

@@ -16,19 +16,14 @@ import scipy.optimize
 
 import opt_protocols as op
 from opt_protocols.models import random_features as rf
+from opt_protocols.references import BM26, FSL
 
-BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # docs/models.md section 5 reference
-T_BM26 = 100
-
-
-def _half_unit(ref: str) -> float:
-    """Half a unit in the last printed digit of a reference number."""
-    decimals = len(ref.split(".")[1])
-    return 0.5 * 10.0 ** (-decimals)
+T_BM26 = int(BM26.t_final)
 
 
-def _assert_matches_ref(value: float, ref: str):
-    assert abs(value - float(ref)) <= _half_unit(ref), f"{value!r} does not round to {ref}"
+def _assert_matches(value: float, published):
+    """``value`` rounds to the published number (half a unit of its last printed digit)."""
+    assert published.matches(value), f"{value!r} does not round to {published.text} ({published.what})"
 
 
 # ---- backends ---------------------------------------------------------------------------------
@@ -58,7 +53,7 @@ def test_backends_agree(name, params):
 
 
 def test_declarations():
-    m = op.load_model("random_features", **BM26)
+    m = BM26.model()
     assert m.kind == "map" and m.time_name == "t"
     assert m.control_names == ["eta", "m"] and m.state_names[:2] == ["c[0]", "c[1]"] and m.n_x == 500
     assert m.controls["m"].default == 5.0
@@ -107,9 +102,8 @@ def test_beta_one_is_plain_sgd():
     rng = np.random.default_rng(3)
     T = 100
     proto = _random_protocol(rng, T, False)
-    plain = op.simulate(op.load_model("random_features", **BM26), None, proto, T, n_out=T + 1)
-    mom = op.simulate(op.load_model("random_features", momentum=True, **BM26), None, {**proto, "beta": 1.0}, T,
-                      n_out=T + 1)
+    plain = op.simulate(BM26.model(), None, proto, T, n_out=T + 1)
+    mom = op.simulate(BM26.model(momentum=True), None, {**proto, "beta": 1.0}, T, n_out=T + 1)
     np.testing.assert_allclose(mom.x[:, :500], plain.x, rtol=1e-13, atol=0)
     np.testing.assert_allclose(mom.loss, plain.loss, rtol=1e-13)
 
@@ -166,7 +160,7 @@ def test_step_jacobian_and_stability_bound():
             A = np.diag(rf.contraction(model.params, e, mb)) + e ** 2 / mb * np.outer(lam, lam)
             assert (np.abs(np.linalg.eigvals(A)).max() < 1) == rho_below_one
     # the reference setup diverges at a constant eta between eta_c and eta_d, and not just below eta_c
-    model = op.load_model("random_features", **BM26)
+    model = BM26.model()
     bounds = rf.stability_threshold(model.params)
     assert bounds["eta_c"] == pytest.approx(1.40569, abs=5e-6) and bounds["eta_d"] == pytest.approx(5 / 3)
     stable = op.simulate(model, None, 0.99 * bounds["eta_c"], 2000, n_out=3).loss
@@ -182,38 +176,51 @@ def _bm26_final(model, eta):
 
 def test_bm26_reference_numbers():
     """docs/models.md section 5: (a, b, sigma, m, N, T) = (2, 2, 0.5, 5, 500, 100), loss without tail."""
-    model = op.load_model("random_features", **BM26)
-    _assert_matches_ref(_bm26_final(model, 1.0), "0.203689")
-    _assert_matches_ref(_bm26_final(model, 0.46977), "0.124404")
+    model = BM26.model()
+    eta_c = BM26.value("best_constant.eta")
+    _assert_matches(_bm26_final(model, 1.0), BM26["eta_1"])
+    _assert_matches(_bm26_final(model, eta_c), BM26["best_constant"])
     res = scipy.optimize.minimize_scalar(lambda e: _bm26_final(model, e), bounds=(0.1, 1.0), method="bounded",
                                          options={"xatol": 1e-9})
-    _assert_matches_ref(res.x, "0.46977")
-    _assert_matches_ref(res.fun, "0.124404")
-    # power law: step t = 0, 1, ... uses eta_t = 1.863 (t + 1)^(-0.3517) (NS26's c (t+1)^(-chi),
-    # i.e. c t^(-chi) with t counted from 1); shifting by one step gives 0.110360 instead
+    _assert_matches(res.x, BM26["best_constant.eta"])
+    _assert_matches(res.fun, BM26["best_constant"])
+    # power law: step t = 0, 1, ... uses eta_t = c (t + 1)^(-chi) (NS26's c (t+1)^(-chi), i.e.
+    # c t^(-chi) with t counted from 1); shifting by one step gives 0.110360 instead of 0.11069
+    c, chi = BM26.value("power_law.base_lr"), BM26.value("power_law.chi")
     t = np.arange(T_BM26, dtype=float)
-    _assert_matches_ref(_bm26_final(model, 1.863 * (t + 1) ** -0.3517), "0.11069")
-    assert abs(_bm26_final(model, 1.863 * (t + 2) ** -0.3517) - 0.11069) > 3e-4
-    # the same power law given as a callable of time (tabulated by the framework)
-    _assert_matches_ref(_bm26_final(model, lambda s: 1.863 * (s + 1) ** -0.3517), "0.11069")
+    _assert_matches(_bm26_final(model, c * (t + 1) ** -chi), BM26["power_law"])
+    assert abs(_bm26_final(model, c * (t + 2) ** -chi) - BM26.value("power_law")) > 3e-4
+    # the same power law given as a callable of time (tabulated by the framework) and as the
+    # references' schedule object
+    _assert_matches(_bm26_final(model, lambda s: c * (s + 1) ** -chi), BM26["power_law"])
+    np.testing.assert_allclose(BM26.protocol("power_law")["eta"](t, T_BM26), c * (t + 1) ** -chi, rtol=1e-15)
+    for name in ("eta_1", "best_constant", "power_law"):
+        _assert_matches(BM26.simulate(name, model).final_loss, BM26[name])
 
 
 def test_fsl_reference_numbers():
     """docs/models.md section 6: (s, beta) = (0.5, 4), N = 128, sigma = 3, batch 1, 10,000 steps,
     peak eta 0.01; excess risk E = L/2. Step t = 0..K-1 uses eta_t; cosine 0.01 (1 + cos(pi t/K))/2,
     WSD 0.01 for t < 0.8 K then 0.01 (K - t)/(0.2 K). Other endpoint conventions (t/(K-1),
-    (K-1-t)/(0.2K-1)) change E by < 2e-6, below the references' half unit 5e-6."""
-    model = op.load_model("random_features", N=128, sigma=3.0, m=1.0, **rf.fsl_params(0.5, 4.0))
-    K, peak = 10_000, 0.01
+    (K-1-t)/(0.2K-1)) change E by < 2e-6, below the references' half unit 5e-6. The schedule objects
+    of the references are checked against these formulas."""
+    model = FSL.model()
+    assert {k: model.params[k] for k in ("a", "b")} == rf.fsl_params(0.5, 4.0)
+    assert (model.params["N"], model.params["sigma"], model.params["m"]) == (128, 3.0, 1.0)
+    K, peak = int(FSL.t_final), 0.01
     t = np.arange(K, dtype=float)
-    schedules = {
-        "0.04037": np.full(K, peak),
-        "0.02448": peak * 0.5 * (1 + np.cos(np.pi * t / K)),
-        "0.02235": peak * np.where(t < 0.8 * K, 1.0, (K - t) / (0.2 * K)),
+    explicit = {
+        "constant": np.full(K, peak),
+        "cosine": peak * 0.5 * (1 + np.cos(np.pi * t / K)),
+        "wsd": peak * np.where(t < 0.8 * K, 1.0, (K - t) / (0.2 * K)),
     }
-    for ref, eta in schedules.items():
-        E = op.simulate(model, None, {"eta": eta}, K, n_out=2).final_loss / 2
-        _assert_matches_ref(E, ref)
+    assert set(explicit) == set(FSL.protocols)
+    for name, eta in explicit.items():
+        # same values up to rounding (other order of operations): 1e-14 of the peak
+        np.testing.assert_allclose(FSL.protocol(name)["eta"](t, K), eta, rtol=0, atol=1e-14 * peak)
+        E = op.simulate(model, None, {"eta": eta}, K, n_out=2).final_loss * FSL.value_factor
+        _assert_matches(E, FSL[name])
+        _assert_matches(FSL.simulate(name, model).final_loss * FSL.value_factor, FSL[name])
 
 
 # ---- continuous version -------------------------------------------------------------------------
@@ -307,5 +314,5 @@ def test_sgd_matches_recursion_bm26(momentum, proto):
     At eta = 1 the per-run loss is right-skewed (rare large excursions), so the seed-mean
     t-statistic has a heavier negative tail than Student's: observed max |z| 3.5 over the 10 loss
     times with seeds 0-39 and 2.1 with seeds 100-139; no systematic deviation."""
-    model = op.load_model("random_features", momentum=momentum, **BM26)
+    model = BM26.model(momentum=momentum)
     _sgd_check(model, proto, T_BM26, 300, 40, [0, 1, 2, 5, 20, 100])

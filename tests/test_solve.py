@@ -8,6 +8,7 @@ from opt_protocols.control.collocation import collocation_coefficients
 from opt_protocols.control.evaluate import Evaluator
 from opt_protocols.control.problem import make_problem
 from opt_protocols.protocol import as_protocol
+from opt_protocols.references import DROPOUT
 
 
 def evaluate(problem, protocol, static):
@@ -86,22 +87,24 @@ def test_learning_rate_schedule_committee_beats_constant():
 
 def test_dropout_reference_problem():
     """docs/models.md section 1 adaptive dropout: baselines to the published digits; the optimum beats them."""
-    m = op.load_model("committee", K=2, M=1, sigma=0.2)
-    x0 = m.initial_state(Q=np.zeros((2, 2)), R=np.zeros((2, 1)))
-    sol = op.solve(m, x0, 5.0, controls={"r": (0, 1)}, fixed={"eta": 1.0}, static={"p_test": (0, 1)},
-                   intervals=50)
+    m = DROPOUT.model()
+    sol = DROPOUT.solve(m)
     assert sol.status == "optimal" and sol.verification["ok"]
+    assert sol.t_controls.size == DROPOUT.intervals + 1 == 51
     default, best = sol.baselines["default"], sol.baselines["best_constant"]
-    assert abs(default.objective - 0.0348562) < 5e-8
-    assert abs(best.objective - 0.0252980) < 5e-8
-    assert abs(best.values["r"] - 0.74148) < 5e-6 and abs(best.static["p_test"] - 0.76722) < 5e-6
-    # best constant r with p_test = r: r = 0.76639, eg = 0.0253333
-    problem = make_problem(m, t_final=5.0, x0=x0, controls={"r": (0, 1)}, fixed={"eta": 1.0},
-                           static={"p_test": (0, 1)})
-    res = optimize.minimize_scalar(lambda r: evaluate(problem, as_protocol(m, {"r": r, "eta": 1.0}, 5.0),
+    assert DROPOUT["default"].matches(default.objective)
+    assert DROPOUT["best_constant"].matches(best.objective)
+    assert DROPOUT["best_constant.r"].matches(best.values["r"])
+    assert DROPOUT["best_constant.p_test"].matches(best.static["p_test"])
+    # best constant r with p_test = r
+    kw = DROPOUT.problem(m)
+    problem = make_problem(m, **kw)
+    T, eta = kw["t_final"], kw["fixed"]["eta"]
+    res = optimize.minimize_scalar(lambda r: evaluate(problem, as_protocol(m, {"r": r, "eta": eta}, T),
                                                       {"p_test": r}), bounds=(0.5, 1.0), method="bounded",
                                    options={"xatol": 1e-9})
-    assert abs(res.x - 0.76639) < 5e-6 and abs(res.fun - 0.0253333) < 5e-8
+    assert DROPOUT["best_constant_ptest_eq_r.r"].matches(res.x)
+    assert DROPOUT["best_constant_ptest_eq_r"].matches(res.fun)
     # the optimum beats every constant r, keeps r = 1 early and then lowers it
     assert sol.objective < best.objective - 1e-3
     r = sol.controls["r"]

@@ -511,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupted() -> int:
+    print("interrupted: nothing was stored for the interrupted work", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -518,8 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted: nothing was stored for the interrupted work", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted()
+    except SystemError as err:
+        from .interrupt import caused_by_interrupt
+        if caused_by_interrupt(err):
+            return _interrupted()
+        raise
     except (UsageError, ValueError, StorageError, FileNotFoundError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {msg.splitlines()[0] if msg else type(err).__name__}", file=sys.stderr)

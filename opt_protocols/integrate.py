@@ -9,7 +9,11 @@ at every output time.
 * ``rk4``: classical fixed-step Runge-Kutta, order 4.
 * ``dopri5``: Dormand-Prince 5(4) embedded pair with local extrapolation and
   the standard step-size controller (Hairer, Norsett & Wanner, Solving ODEs I,
-  section II.4), error norm RMS(err / (atol + rtol max(|x|, |x_new|))).
+  section II.4), error norm RMS(err / (atol + rtol max(|x|, |x_new|))). With
+  ``loss_rtol > 0`` the step is also accepted only if the loss of the two
+  embedded solutions agrees to ``loss_atol + loss_rtol |loss|``: losses are small
+  differences of O(1) order parameters (eg ~ Q - 2R + T), so a state tolerance
+  alone leaves a loss of 1e-9 with an error of the order of atol.
 * ``iterate_map``: exact stepping of a discrete map, one call per SGD step.
 
 All functions have explicit signatures and are cached on disk.
@@ -68,9 +72,9 @@ def _rk4_span(f, x, c, dims, a, b, dt, s, tk, U0, U1):
     return x, n
 
 
-@numba.njit(types.Tuple((v1, i8, i8, f8))(RHS_TYPE, v1, v1, iv, f8, f8, f8, f8, f8, i8, v1, m2, m2, i8),
-            cache=True)
-def _dopri5_span(f, x, c, dims, a, b, h, rtol, atol, s, tk, U0, U1, max_steps):
+@numba.njit(types.Tuple((v1, i8, i8, f8))(RHS_TYPE, LOSS_TYPE, v1, v1, iv, f8, f8, f8, f8, f8, f8, f8, i8, v1, m2,
+                                          m2, i8), cache=True)
+def _dopri5_span(f, g, x, c, dims, a, b, h, rtol, atol, lrtol, latol, s, tk, U0, U1, max_steps):
     """Integrate from a to b; returns (x(b), steps taken, status, proposed size of the next step)."""
     t = a
     n_steps = 0
@@ -112,6 +116,12 @@ def _dopri5_span(f, x, c, dims, a, b, h, rtol, atol, s, tk, U0, U1, max_steps):
             sc = atol + rtol * max(abs(x[i]), abs(xn[i]))
             en += (err[i] / sc) ** 2
         en = np.sqrt(en / nx)
+        if lrtol > 0.0:   # the loss of the 5th- and 4th-order solutions must agree too
+            l5 = g(xn, c, dims)
+            l4 = g(xn - err, c, dims)
+            el = abs(l5 - l4) / (latol + lrtol * abs(l5))
+            if el > en or not np.isfinite(el):
+                en = el
         n_steps += 1
         if not np.isfinite(en):
             if h < 1e-14 * max(1.0, abs(t)):
@@ -129,11 +139,13 @@ def _dopri5_span(f, x, c, dims, a, b, h, rtol, atol, s, tk, U0, U1, max_steps):
     return x, n_steps, OK, h
 
 
-@numba.njit(types.Tuple((m2, i8, i8))(RHS_TYPE, v1, v1, iv, v1, m2, m2, v1, i8, f8, f8, f8, i8), cache=True)
-def integrate(f, x0, c, dims, tk, U0, U1, t_out, method, dt, rtol, atol, max_steps):
+@numba.njit(types.Tuple((m2, i8, i8))(RHS_TYPE, LOSS_TYPE, v1, v1, iv, v1, m2, m2, v1, i8, f8, f8, f8, f8, f8, i8),
+            cache=True)
+def integrate(f, g, x0, c, dims, tk, U0, U1, t_out, method, dt, rtol, atol, lrtol, latol, max_steps):
     """Integrate from tk[0] and return the states at the times ``t_out`` (sorted, within [tk[0], tk[-1]]).
 
-    method 0: rk4 with step <= dt; method 1: dopri5 with (rtol, atol).
+    method 0: rk4 with step <= dt; method 1: dopri5 with (rtol, atol) on the states and, if
+    lrtol > 0, (lrtol, latol) on the loss ``g``.
     Returns (X (len(t_out), n_x), total steps, status).
     """
     n_out = t_out.shape[0]
@@ -161,8 +173,8 @@ def integrate(f, x0, c, dims, tk, U0, U1, t_out, method, dt, rtol, atol, max_ste
                             X[j:] = np.nan
                             return X, total, NOT_FINITE
                 else:
-                    x, n, status, h = _dopri5_span(f, x, c, dims, t, b, h, rtol, atol, s, tk, U0, U1,
-                                                   max_steps - total)
+                    x, n, status, h = _dopri5_span(f, g, x, c, dims, t, b, h, rtol, atol, lrtol, latol, s, tk,
+                                                   U0, U1, max_steps - total)
                     total += n
                     if status != OK:
                         X[j:] = np.nan

@@ -58,3 +58,15 @@ def check() -> None:
 
 def interrupted() -> bool:
     return bool(_state["hit"])
+
+
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised because of, a KeyboardInterrupt (numba turns a Ctrl-C that
+    arrives inside one of its Python callbacks into a SystemError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

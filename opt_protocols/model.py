@@ -13,7 +13,8 @@ for a complete example and ``examples/`` for a walk-through):
 ``initial_state(p, **overrides)``  the default initial state (overrides validated)
 ``rhs(x, u, c, dims)`` or ``step(x, u, c, dims)``, and ``loss(x, c, dims)``: the equations, written once
                     with ``from opt_protocols import ops`` and run by numba and traced by CasADi.
-optional: ``check(p)`` cross-parameter validation; ``check_state(x, p)`` domain check of a state;
+optional: ``LOSS_NAME`` how the loss is called (e.g. ``"eg"``; figures use it);
+          ``check(p)`` cross-parameter validation; ``check_state(x, p)`` domain check of a state;
           ``random_state(p, rng)`` a random valid state (used by the backend-agreement test);
           ``sgd(p, x0, protocol, t_out, N, rng)`` a finite-N simulation of the learning process
           (see :mod:`opt_protocols.sgd`); ``METHODS``: names of module functions ``f(x, p)`` exposed

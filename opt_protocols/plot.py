@@ -86,8 +86,9 @@ def plot_solution(sol: Solution, path: str | os.PathLike | None = None, title: s
         ax.set_yscale("log")
     ax.set_xlabel(sol.time_name)
     ax.set_ylabel(loss_name(sol))
-    ax.legend(fontsize=7)
-    axes[0].legend(fontsize=7)
+    for a in (ax, axes[0]):
+        if a.get_legend_handles_labels()[1]:
+            a.legend(fontsize=7)
     fig.suptitle(title or problem_title(sol), fontsize=9)
     fig.tight_layout()
     if path is not None:

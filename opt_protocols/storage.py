@@ -23,6 +23,13 @@ JSON can express (dict, list, tuple, bool, None, numpy scalars and arrays) is st
 ``"json:" + json.dumps(value)`` and decoded by the readers (a str that itself starts with ``"json:"``
 is encoded the same way, so decoding is unambiguous). Tuples come back as lists.
 
+Integrity (format version 2): the file's first 512 bytes (an HDF5 user block, which HDF5 readers
+skip) hold the SHA-256 of everything after them, written last and checked before the file is opened,
+so a file changed after it was written (disk or copy errors, stray writes) is refused with one line
+instead of being read silently or, as a corrupted HDF5 B-tree can, hanging the reader. Numeric
+datasets also carry Fletcher-32 checksums, so reading a corrupted chunk names the run it belongs to.
+Version 1 files (no user block) are still read, without the file check.
+
 Crash safety: a write never modifies the file in place. It copies the file to a temporary file in the
 same directory, appends there, flushes and fsyncs, and atomically renames it over the original with
 ``os.replace``. A killed writer leaves the original untouched (at worst a stale hidden
@@ -32,6 +39,7 @@ whole file; :func:`write_runs` appends several runs with one copy.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -64,7 +72,11 @@ __all__ = [
 ]
 
 FORMAT = "opt-protocols"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Bytes reserved before the HDF5 data (HDF5's user block, ignored by every HDF5 reader); they hold
+#: the SHA-256 of the rest of the file (format version 2), checked before the file is opened.
+USERBLOCK = 512
+_SEAL = b"opt-protocols sha256 "
 _RUNS = "runs"
 _JSON = "json:"
 # netCDF-4 marker for a dimension scale that is not a coordinate variable (understood by h5netcdf)
@@ -350,10 +362,66 @@ def _read_run_group(run: h5py.Group) -> RunRecord:
     return RunRecord(run_id=run.name.rsplit("/", 1)[-1], attrs=attrs, variables=variables, coords=coords)
 
 
+def _content_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(USERBLOCK)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _seal(path: str) -> None:
+    """Write the checksum of the file's content into its user block."""
+    header = _SEAL + _content_hash(path).encode() + b"\n"
+    with open(path, "r+b") as fh:
+        fh.write(header.ljust(USERBLOCK, b"\0"))
+
+
+def _check_seal(path: str, shown: str) -> None:
+    """Refuse a version-2 file whose content does not match the checksum in its user block."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(USERBLOCK)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{shown}: no such file") from None
+    if not head.startswith(_SEAL):
+        if head.startswith(_SEAL[:8]):
+            raise StorageError(f"{shown}: corrupt opt-protocols file (damaged integrity header)")
+        return   # a version-1 file or not ours: the format checks below decide
+    stored = head[len(_SEAL):len(_SEAL) + 64].decode("ascii", "replace")
+    if _content_hash(path) != stored:
+        runs = _scan_readable(path)
+        detail = f"; unreadable runs: {', '.join(runs)}" if runs else ""
+        raise StorageError(f"{shown}: corrupt: its content changed after it was written "
+                           f"(checksum mismatch){detail}")
+
+
+def _scan_readable(path: str, timeout: float = 10.0) -> list[str]:
+    """Best effort: the runs of a corrupt file that cannot be read. A damaged HDF5 file can hang the
+    library (a looping B-tree), so the scan runs in a child process that is killed after ``timeout``."""
+    import subprocess
+    import sys
+    code = ("import sys, h5py\n"
+            "from opt_protocols.storage import _read_run_group, _RUNS\n"
+            "with h5py.File(sys.argv[1], 'r') as f:\n"
+            "    for name, run in f[_RUNS].items():\n"
+            "        try:\n"
+            "            _read_run_group(run)\n"
+            "        except Exception:\n"
+            "            print(name)\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=timeout)
+    except (subprocess.TimeoutExpired, OSError):
+        return []
+    return out.stdout.split() if out.returncode == 0 else []
+
+
 @contextmanager
 def _open(path: str, mode: str = "r", shown: str | None = None) -> Iterator[h5py.File]:
     """Open an existing opt-protocols file, turning every way it can be unreadable into StorageError."""
     shown = shown or path
+    _check_seal(path, shown)
     try:
         f = h5py.File(path, mode)
     except FileNotFoundError:
@@ -372,11 +440,13 @@ def _open(path: str, mode: str = "r", shown: str | None = None) -> Iterator[h5py
         if not isinstance(f.get(_RUNS, getlink=True), h5py.HardLink) or not isinstance(f[_RUNS], h5py.Group):
             raise StorageError(f"{shown}: corrupt opt-protocols file (no /{_RUNS} group)")
         yield f
-    except OSError as exc:
+    except (StorageError, ValueError, KeyboardInterrupt):
+        raise
+    except (OSError, RuntimeError, AttributeError, KeyError, TypeError) as exc:   # h5py on damaged metadata
         if mode != "r":  # a failed write is reported as what it is (disk full, ...)
             raise
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(f"{shown}: corrupt opt-protocols file ({reason})") from None
+        raise StorageError(f"{shown}: corrupt opt-protocols file ({type(exc).__name__}: {reason})") from None
     finally:
         f.close()
 
@@ -434,7 +504,7 @@ def write_runs(path: str | os.PathLike, records: Iterable[RunRecord], *, exist_o
             context = _open(tmp, "r+", shown=shown)
         else:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies
-            context = h5py.File(tmp, "w", track_order=True)
+            context = h5py.File(tmp, "w", track_order=True, userblock_size=USERBLOCK)
         with context as f:
             if not exists:
                 f.attrs["format"] = FORMAT
@@ -450,6 +520,9 @@ def write_runs(path: str | os.PathLike, records: Iterable[RunRecord], *, exist_o
             for record, (variables, coords) in zip(records, checked):
                 _write_run_group(runs, record, variables, coords)
             f.flush()
+            sealed = f.userblock_size >= USERBLOCK
+        if sealed:
+            _seal(tmp)
         _fsync(tmp)
         os.replace(tmp, target)
         _fsync(directory)

@@ -100,7 +100,7 @@ def test_round_trip_and_append(tmp_path: Path) -> None:
         assert_same(read_run(path, record.run_id), record)
     assert [r.run_id for r in read_runs(path)] == ["run-0", "run-1", "run-2"]
     with h5py.File(path, "r") as f:
-        assert f.attrs["format"] == "opt-protocols" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "opt-protocols" and f.attrs["format_version"] == storage.FORMAT_VERSION
 
 
 def test_large_attributes(tmp_path: Path) -> None:
@@ -251,9 +251,12 @@ def test_foreign_and_broken_files_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(StorageError, match=f"^{foreign}: not an opt-protocols results file$"):
         list_runs(foreign)
-    for broken in (text, truncated, empty):
+    for broken in (text, empty):
         with pytest.raises(StorageError, match=f"^{broken}: not a readable HDF5 file"):
             read_runs(broken)
+    # a truncated file fails its content checksum before HDF5 reads it
+    with pytest.raises(StorageError, match=f"^{truncated}: corrupt: its content changed after it was written"):
+        read_runs(truncated)
     for target in (foreign, text, truncated):  # writing into them is refused too, and changes nothing
         before = target.read_bytes()
         with pytest.raises(StorageError):

@@ -100,6 +100,7 @@ class Problem:
             "target": self.target,
             "t_max": self.t_max,
             "constants": {k: np.asarray(v).tolist() for k, v in self.constants.items()},
+            "loss_name": str(getattr(self.model.module, "LOSS_NAME", "loss")),
         }
 
 

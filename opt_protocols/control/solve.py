@@ -15,6 +15,7 @@ Whatever the method (:mod:`.methods`), the steps are the same and exist once, he
 """
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -112,7 +113,8 @@ def solve_problem(problem: Problem, method: Method, *, how: str = "given", warm_
         base = compute_baselines(problem, ev, baselines, fams)
         baseline_time = time.perf_counter() - t_b
         guess, previous = _guess(problem, base, warm_start)
-        res = method.run(problem, Context(baselines=base, guess=guess, evaluator=ev, report=report, previous=previous))
+        ctx = Context(baselines=base, guess=guess, evaluator=ev, report=report, previous=previous)
+        res = method.run(problem, ctx)
         report("verifying")
         t_v = time.perf_counter()
         verification, traj = _verify(problem, ev, res, verify)
@@ -133,7 +135,8 @@ def solve_problem(problem: Problem, method: Method, *, how: str = "given", warm_
                     time_name=m.time_name, model=m.name, params=dict(m.params), model_source=m.source,
                     spec=problem.to_dict(), stats=stats, verification=verification,
                     method={"name": method.name, "options": method.settings(), "chosen": how},
-                    baselines=base, trajectory=traj, warm=res.warm, provenance=m.provenance())
+                    baselines=base, trajectory=traj, warm=res.warm, provenance=m.provenance(),
+                    attrs={"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
 
 
 def _guess(problem: Problem, base: dict[str, Baseline], warm_start: Any) -> tuple[Baseline | None, Any]:

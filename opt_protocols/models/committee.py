@@ -24,6 +24,7 @@ from opt_protocols.spec import Control, Param
 
 TIME = "alpha"
 KIND = "ode"
+LOSS_NAME = "eg"
 
 PARAMETERS = {
     "K": Param(2, int, lo=1, hi=32, doc="student hidden units"),

@@ -60,6 +60,7 @@ from opt_protocols.spec import Control, Param
 
 TIME = "alpha"
 KIND = "ode"
+LOSS_NAME = "test error"
 
 PARAMETERS = {
     "T": Param(2.0, float, lo=0.0, lo_open=True, doc="teacher norm T = w*.w* (fixed)"),

@@ -79,6 +79,7 @@ from opt_protocols.spec import Control, Param
 
 TIME = "tau"
 KIND = "ode"
+LOSS_NAME = "test MSE"
 
 REF_S = np.array([[0.9471, 0.0313], [0.0313, 0.9900]])
 REF_M0 = np.array([[0.1165, 0.0289], [-0.0052, 0.1039]])

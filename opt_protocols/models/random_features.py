@@ -84,6 +84,7 @@ from opt_protocols.spec import Control, Param
 
 TIME = "t"
 KIND = "map"
+LOSS_NAME = "excess loss L"
 
 PARAMETERS = {
     "a": Param(2.0, float, lo=0.0, lo_open=True, doc="target exponent: lambda_k (w*_k)^2 = k^(-a)"),

@@ -26,6 +26,7 @@ from opt_protocols.models.random_features import (  # noqa: F401  (shared declar
     DIM_N,
     ETA,
     LAM,
+    LOSS_NAME,
     SIGMA,
     check,
     check_state,

@@ -18,7 +18,7 @@ from .validate import validate as validate
 _EXPORTS = {
     "Model": ".model", "load_model": ".model", "list_models": ".model",
     "Protocol": ".protocol",
-    "Trajectory": ".simulate",
+    "Trajectory": ".trajectory",
     "SGDResult": ".sgd", "simulate_sgd": ".sgd",
     "Budget": ".control.problem",
     "Method": ".control.methods", "Collocation": ".control.methods", "Adjoint": ".control.methods",

@@ -27,8 +27,8 @@ from . import schedules
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Model
-    from .simulate import Trajectory
     from .solution import Solution
+    from .trajectory import Trajectory
 
 def _freeze(v: Any) -> Any:
     """Read-only copy: mappings -> MappingProxyType, arrays and lists -> (nested) tuples."""

@@ -1,13 +1,13 @@
 """Forward simulation of a model under a protocol: ``simulate`` and ``Trajectory``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .model import Model, load_model
 from .protocol import Protocol, as_protocol
+from .trajectory import Trajectory
 
 METHODS = {"rk4": 0, "dopri5": 1}  # codes of integrate.integrate
 #: Absolute floor of the loss error control: losses are differences of O(1) order parameters, so
@@ -18,44 +18,6 @@ LOSS_ATOL = 1e-14
 #: small down to losses near LOSS_ATOL without adding steps while the loss is large
 #: (tests/test_usability.py measures both).
 LOSS_RTOL_FACTOR = 100.0
-
-
-@dataclass
-class Trajectory:
-    """A simulated learning curve: times ``t``, states ``x`` (n_t, n_x), ``loss`` and applied ``controls``."""
-
-    t: np.ndarray
-    x: np.ndarray
-    loss: np.ndarray
-    controls: dict[str, np.ndarray]
-    state_names: list[str]
-    time_name: str
-    model: str
-    params: dict[str, Any]
-    protocol: Protocol
-    method: str
-    n_steps: int
-    status: str = "ok"
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def final_loss(self) -> float:
-        return float(self.loss[-1])
-
-    def state(self, name: str) -> np.ndarray:
-        """One state variable along the trajectory, by name (e.g. "Q[0,1]")."""
-        return self.x[:, self.state_names.index(name)]
-
-    def to_xarray(self):
-        """An ``xarray.Dataset`` with dims (time, state) and the controls as variables."""
-        import xarray as xr
-        ds = xr.Dataset(
-            {"x": ((self.time_name, "state"), self.x), "loss": ((self.time_name,), self.loss)},
-            coords={self.time_name: self.t, "state": self.state_names})
-        for name, values in self.controls.items():
-            ds[name] = ((self.time_name,), values)
-        ds.attrs.update(model=self.model, method=self.method, status=self.status, n_steps=self.n_steps)
-        return ds
 
 
 def output_times(t0: float, t_final: float, n_out: int | None, t_eval, kind: str) -> np.ndarray:

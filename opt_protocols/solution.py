@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .protocol import Protocol
-from .simulate import Trajectory
+from .trajectory import Trajectory
 
 if TYPE_CHECKING:  # pragma: no cover
     from .storage import RunRecord

@@ -269,7 +269,14 @@ def _solve_kwargs(args, cfg: dict) -> dict:
             kw[key] = dict(cfg[key])
     if "solver_options" in cfg:
         kw["solver_options"] = dict(cfg["solver_options"])
-    families = list(cfg.get("families", [])) + list(args.family or [])
+    families = cfg.get("families", [])
+    families = (["default"] if families == "default" else list(families)) + list(args.family or [])
+    if args.families:
+        families.append("default")
+    if "default" in families:
+        from .control.baselines import DEFAULT_FAMILIES
+        families = [f for f in families if f != "default"] + list(DEFAULT_FAMILIES)
+        families = list(dict.fromkeys(families))
     if families:
         kw["families"] = families
     return kw
@@ -477,7 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--t-max", dest="t_max", type=float, help="largest horizon (objective 'time')")
     s.add_argument("--smoothness", type=float, help="penalty weight on control jumps (default 0)")
     s.add_argument("--family", action="append", metavar="NAME",
-                   help="also fit the best member of this schedule family as a baseline (repeatable)")
+                   help="also fit the best member of this schedule family as a baseline (repeatable; "
+                        "see docs/schedules.md)")
+    s.add_argument("--families", action="store_true",
+                   help="fit the default families as baselines: cosine, wsd, power_law")
     s.add_argument("--out", "-o", help="HDF5 results file (default results/<model>.h5)")
     s.add_argument("--run-id", help="name of the run in the file (default: model-date-time-hex)")
     s.add_argument("--plot", help="also write a PNG of the solution")

@@ -17,7 +17,10 @@ from .solution import Solution
 
 def problem_title(sol: Solution) -> str:
     """One line naming the problem a solution belongs to."""
-    params = {k: v for k, v in sol.params.items() if not isinstance(v, (list, np.ndarray)) and v is not None}
+    # sizes (integers) and the parameters set away from the model's defaults
+    chosen = sol.spec.get("params_set", sol.params)
+    params = {k: v for k, v in sol.params.items() if (k in chosen or (isinstance(v, int) and not isinstance(v, bool)))
+              and not isinstance(v, (list, np.ndarray)) and v is not None}
     shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     T = sol.t[-1] if len(sol.t) else float("nan")
     method = sol.method.get("name", "") if sol.method else ""

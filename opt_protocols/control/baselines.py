@@ -33,6 +33,8 @@ GRID_1D_LINEAR, GRID_1D_GEOMETRIC = 21, 13
 GRID_ND = 7
 #: Shape values tried per parameter before the local refinement of a family fit.
 FAMILY_GRID = 4
+#: The families fitted by ``families="default"`` (with the best constant, which every solve has).
+DEFAULT_FAMILIES = ("cosine", "wsd", "power_law")
 #: Parameters held fixed in the default family fits (the textbook members of each family).
 FAMILY_FIXED: dict[str, dict[str, Any]] = {"wsd": {"floor": 0.0}}
 

@@ -101,7 +101,18 @@ class Problem:
             "t_max": self.t_max,
             "constants": {k: np.asarray(v).tolist() for k, v in self.constants.items()},
             "loss_name": str(getattr(self.model.module, "LOSS_NAME", "loss")),
+            "params_set": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.model.params.items()
+                           if not _same(v, self.model.module.PARAMETERS[k].default)},
         }
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return a == b
 
 
 def _bounds(name: str, value: Any) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from ..model import Model, load_model
 from ..protocol import Protocol
 from ..simulate import final_loss, simulate
 from ..solution import VERIFY_RTOL, Baseline, Solution
-from .baselines import attach_curves, compute_baselines
+from .baselines import DEFAULT_FAMILIES, attach_curves, compute_baselines
 from .evaluate import Evaluator
 from .methods import SHORTHANDS, Context, Method, MethodResult, check_model, resolve
 from .problem import Problem, make_problem
@@ -69,7 +69,8 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
 
     Baselines: the best constant protocol and the model default always; the best member of each
     schedule family in ``families`` (names of :mod:`opt_protocols.schedules`, e.g. ``"cosine"``,
-    ``"wsd"``, ``"power_law"``); ``baselines``: extra named protocols (a protocol specification, or
+    ``"wsd"``, ``"power_law"``, or ``"default"`` for those three: with the best constant, the common
+    schedules a practitioner compares with; each fit costs a few hundred simulations); ``baselines``: extra named protocols (a protocol specification, or
     ``(protocol, {static: value})``). ``warm_start``: ``"baseline"`` (start from the best constant),
     a previous :class:`Solution`, or ``None`` (a constant mid-range guess).
 
@@ -92,7 +93,9 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     shorthands = dict(zip(SHORTHANDS, (intervals, degree, scheme, elements, control_type, solver_options)))
     meth, how = resolve(method, problem, shorthands)
     meth.check(problem)
-    families = [families] if isinstance(families, str) else list(families)
+    if isinstance(families, str):
+        families = list(DEFAULT_FAMILIES) if families == "default" else [families]
+    families = list(families)
     return solve_problem(problem, meth, how=how, warm_start=warm_start, baselines=baselines,
                          families=families, verify=verify, report=report, t_start=t_start)
 

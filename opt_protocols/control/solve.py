@@ -70,9 +70,10 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     Baselines: the best constant protocol and the model default always; the best member of each
     schedule family in ``families`` (names of :mod:`opt_protocols.schedules`, e.g. ``"cosine"``,
     ``"wsd"``, ``"power_law"``, or ``"default"`` for those three: with the best constant, the common
-    schedules a practitioner compares with; each fit costs a few hundred simulations); ``baselines``: extra named protocols (a protocol specification, or
-    ``(protocol, {static: value})``). ``warm_start``: ``"baseline"`` (start from the best constant),
-    a previous :class:`Solution`, or ``None`` (a constant mid-range guess).
+    schedules a practitioner compares with; each fit costs a few hundred simulations);
+    ``baselines``: extra named protocols (a protocol specification, or ``(protocol, {static: value})``).
+    ``warm_start``: ``"baseline"`` (start from the best constant), a previous :class:`Solution`,
+    or ``None`` (a constant mid-range guess).
 
     ``verify``: re-simulate the optimum and flag a relative gap above 1e-6. ``progress`` is called
     with the name of each stage. Returns a :class:`Solution` whose ``status`` is ``"optimal"`` only

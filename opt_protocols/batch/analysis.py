@@ -80,16 +80,24 @@ def _sort_key(point: tuple) -> tuple:
                  for v in point)
 
 
-def load_sweep(path: str | os.PathLike, name: str | None = None):
+def load_sweep(path: str | os.PathLike, name: str | None = None, spec: Any = None):
     """The runs of a sweep as an ``xarray.Dataset`` on its grid (see the module docstring).
 
-    ``name``: which sweep, when the file holds runs of several.
+    ``name``: which sweep, when the file holds runs of several. ``spec``: only the runs of this
+    sweep spec (a dict, TOML file or SweepSpec), e.g. when an earlier grid of the same sweep left
+    other runs in the file.
     """
     import xarray as xr
 
     from .. import storage
     from ..solution import from_record
+    from .spec import load_spec
     everything = {r.run_id: r for r in storage.read_runs(path)}
+    if spec is not None:
+        s = load_spec(spec, check=False)
+        wanted = {t.run_id for t in s.tasks}
+        everything = {rid: r for rid, r in everything.items() if rid in wanted}
+        name = name or s.name
     info, ids = _select(path, name, {rid: r.attrs for rid, r in everything.items()})
     records = [everything[rid] for rid in ids]
     dims = info["dims"]
@@ -278,6 +286,7 @@ def plot_sweep(path: str | os.PathLike, out: str | os.PathLike, x: str | None = 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from .. import storage
     info, _ = _select(path, name, storage.read_attrs(path))
     axes, rows = sweep_rows(path, where, name)
@@ -302,7 +311,7 @@ def plot_sweep(path: str | os.PathLike, out: str | os.PathLike, x: str | None = 
         groups.setdefault("" if hue is None else canonical(r[hue]), []).append(r)
     fig, ax = plt.subplots(figsize=(6, 4))
     values = []
-    for key, group in sorted(groups.items(), key=lambda kv: _sort_key((json.loads(kv[0]) if kv[0] else 0,))):
+    for group in (groups[k] for k in sorted(groups, key=lambda k: _sort_key((json.loads(k) if k else 0,)))):
         group.sort(key=lambda r: r[x])
         label = "" if hue is None else f"{hue} = {group[0][hue]}"
         ok = [r for r in group if r["status"] in GOOD]

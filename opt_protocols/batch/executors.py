@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import multiprocessing as mp
 import os
 import signal
 import warnings
+from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -193,7 +195,7 @@ class DaskExecutor:
             if n < 1:
                 raise ValueError(f"workers = {n_workers!r}: expected a whole number >= 1")
             self._cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                     dashboard_address=None, silence_logs="error")
+                                                     dashboard_address=":0", silence_logs=logging.ERROR)
             self.kind = "dask LocalCluster"
             self.client = distributed.Client(self._cluster, timeout=timeout)
         else:
@@ -239,14 +241,14 @@ class DaskExecutor:
     def close(self) -> None:
         """Cancel what is queued or running and disconnect (a LocalCluster started here is shut down)."""
         if self._futures:
-            try:
+            with suppress(Exception):   # the cluster may already be gone
                 self.client.cancel(list(self._futures), force=True)
-            except Exception:   # the cluster may already be gone
-                pass
             self._futures.clear()
-        self.client.close(timeout=2)
+        with suppress(Exception):     # a slow shutdown must not hide the results (workers are killed anyway)
+            self.client.close(timeout=2)
         if self._cluster is not None:
-            self._cluster.close(timeout=2)
+            with suppress(Exception):
+                self._cluster.close(timeout=5)
             self._cluster = None
 
 

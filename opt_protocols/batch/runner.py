@@ -250,26 +250,31 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
         for seg in segments:
             submit(seg)
         while running:
-            for ev in ex.wait(POLL):
+            events = ex.wait(POLL)
+            finished = []
+            for ev in events:             # the next tasks go out first: the workers do not wait for the writes
                 seg = running.pop(ev.key)
-                task = seg.next
-                record, status, message = _record(s, task, ev.outcome, ev.lost, seg.warm_id, ev.attempts)
+                task, warm_id = seg.next, seg.warm_id
+                solution = ev.outcome.solution if ev.outcome is not None else None
+                if solution is not None and solution.status in GOOD:
+                    seg.warm, seg.warm_id = solution, task.run_id
+                seg.pos += 1
+                if seg.next is not None:
+                    submit(seg)
+                finished.append((ev, task, warm_id))
+            for ev, task, warm_id in finished:
+                record, status, message = _record(s, task, ev.outcome, ev.lost, warm_id, ev.attempts)
                 writer.add(record)
                 report.statuses[task.run_id] = status
                 report.ran.append(task.run_id)
                 report.problems.pop(task.run_id, None)
                 if ev.outcome is not None:
                     report.task_time += ev.outcome.wall_time
-                if status in GOOD:
-                    seg.warm, seg.warm_id = ev.outcome.solution, task.run_id
-                else:
+                if status not in GOOD:
                     report.problems[task.run_id] = (task.coords, message)
                     bar.write(f"{task.run_id} ({', '.join(f'{k} = {v}' for k, v in task.coords.items())}): "
                               f"{status}: {message}")
                 bar.update(status in GOOD)
-                seg.pos += 1
-                if seg.next is not None:
-                    submit(seg)
     finally:
         bar.close()
         writer.flush()

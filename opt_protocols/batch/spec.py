@@ -172,10 +172,11 @@ def _round(v: float) -> float:
     return float(f"{v:.{GRID_DIGITS}g}")
 
 
-def axis_values(name: str, given: Any) -> tuple[Any, ...]:
+def axis_values(name: str, given: Any, unique: bool = True) -> tuple[Any, ...]:
     """The values of an axis from a list, ``{values = [...]}``, ``{linear = [start, stop, num]}``
     or ``{log = [start, stop, num]}`` (geometric, start and stop > 0); ``integer = true`` rounds
-    to whole numbers (an error if two values then coincide)."""
+    to whole numbers. ``unique``: repeated values are an error (not for zipped axes, where only
+    the combinations must differ)."""
     where = f"grid axis {name!r}"
     if isinstance(given, Mapping):
         table = _check_keys(where, given, AXIS_KEYS)
@@ -188,7 +189,7 @@ def axis_values(name: str, given: Any) -> tuple[Any, ...]:
         if not isinstance(integer, bool):
             raise _fail(where, f"integer = {integer!r}: expected true or false")
         if kind == "values":
-            values = _value_list(where, arg)
+            values = _value_list(where, arg, unique)
         else:
             if not (isinstance(arg, Sequence) and len(arg) == 3
                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg)):
@@ -210,19 +211,19 @@ def axis_values(name: str, given: Any) -> tuple[Any, ...]:
                     for v in values]
             if None in ints:
                 raise _fail(where, "integer = true needs numeric values")
-            if len(set(ints)) != len(ints):
+            if unique and len(set(ints)) != len(ints):
                 raise _fail(where, f"rounding to integers repeats values: {ints}; use fewer points")
             values = ints
         return tuple(values)
-    return tuple(_value_list(where, given))
+    return tuple(_value_list(where, given, unique))
 
 
-def _value_list(where: str, given: Any) -> list:
+def _value_list(where: str, given: Any, unique: bool = True) -> list:
     if isinstance(given, (str, bytes, Mapping)) or not isinstance(given, Sequence) or not len(given):
         raise _fail(where, f"expected a non-empty list of values or a table with values/linear/log, got {given!r}")
     values = list(given)
     keys = [canonical(v) for v in values]
-    if len(set(keys)) != len(keys):
+    if unique and len(set(keys)) != len(keys):
         raise _fail(where, "repeated values")
     return values
 
@@ -349,7 +350,8 @@ def load_spec(spec: SweepSpec | Mapping[str, Any] | str | os.PathLike, *, check:
     """A validated :class:`SweepSpec` from a dict, a TOML file or an existing spec.
 
     ``check``: also validate every grid point's model parameters and problem (loads the model
-    once per distinct parameter set; nothing is compiled).
+    once per distinct parameter set; nothing is compiled). The model is loaded once in any case,
+    to resolve the axis names.
     """
     if isinstance(spec, SweepSpec):
         return spec
@@ -379,7 +381,7 @@ def load_spec(spec: SweepSpec | Mapping[str, Any] | str | os.PathLike, *, check:
 
     from ..model import load_model
     try:
-        param_names = list(load_model(model, **params).module.PARAMETERS) if check else list(params)
+        param_names = list(load_model(model, **params).module.PARAMETERS)
     except ValueError as err:
         raise _fail("model", str(err)) from None
     dims = _dims(raw.get("grid", {}), base, param_names)
@@ -415,16 +417,26 @@ def _dims(grid: Any, base: dict, param_names: Sequence[str]) -> list[Dim]:
         group = _table(f"grid.zip[{k}]", group)
         if not group:
             raise _fail(f"grid.zip[{k}]", "empty")
-        axes = tuple(Axis(n, _resolve_axis(n, base, param_names), axis_values(n, g)) for n, g in group.items())
+        axes = tuple(Axis(n, _resolve_axis(n, base, param_names), axis_values(n, g, unique=False))
+                     for n, g in group.items())
         lengths = {a.name: len(a.values) for a in axes}
         if len(set(lengths.values())) != 1:
             raise _fail(f"grid.zip[{k}]", f"zipped axes need equal lengths, got {lengths}")
+        combos = [canonical([a.values[i] for a in axes]) for i in range(len(axes[0].values))]
+        if len(set(combos)) != len(combos):
+            raise _fail(f"grid.zip[{k}]", "repeated combinations of values")
         dims.append(Dim(axes))
     names = [a.name for d in dims for a in d.axes]
     targets = [a.target for d in dims for a in d.axes]
     for i, t in enumerate(targets):
         if targets.count(t) > 1:
             raise _fail("grid", f"axis {names[i]!r} sets {'.'.join(t)} twice")
+        node = base
+        for key in t:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            raise _fail(f"grid axis {names[i]!r}", f"{'.'.join(t)} is also given in the spec's "
+                        f"[{'.'.join(t[:-1])}]: give it in one place")
     return dims
 
 

@@ -23,7 +23,6 @@ for one horizon; the shape summaries against alpha_F). With --quick the files en
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -113,19 +112,9 @@ def figure(ds, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small grid (well under a minute)")
-    parser.add_argument("--out", default=str(HERE), help="output directory (default: results/)")
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    args = parser.parse_args(argv)
-    from opt_protocols.batch import load_sweep, sweep
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "committee_sweep" + ("_quick" if args.quick else "")
+    from opt_protocols.batch.cli import results_script
     t0 = time.perf_counter()
-    s = spec(args.quick)
-    report = sweep(s, out=out / f"{stem}.h5", workers=args.workers)
-    ds = load_sweep(out / f"{stem}.h5", spec=s)
+    ds, report, png = results_script(argv, __doc__.splitlines()[0], spec, "committee_sweep", HERE)
     print(f"\n{'sigma':>6s} {'alpha_F':>8s} {'optimal':>12s} {'best const':>12s} {'gain':>7s} {'peak':>6s} "
           f"{'final':>6s} {'anneal':>6s}")
     for sg in ds.sigma.values:
@@ -135,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{sg:6g} {T:8.3g} {float(d.objective):12.7g} "
                   f"{float(d.baseline_objective.sel(baseline='best_constant')):12.7g} {100 * float(d.gain):6.2f}% "
                   f"{sh['peak']:6.3f} {sh['final']:6.3f} {sh['anneal']:6.2f}")
-    figure(ds, out / f"{stem}.png")
-    print(f"wrote {out / f'{stem}.png'}; total {time.perf_counter() - t0:.0f} s")
+    figure(ds, png)
+    print(f"wrote {png}; total {time.perf_counter() - t0:.0f} s")
     return 0 if report.complete else 1
 
 

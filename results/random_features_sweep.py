@@ -27,7 +27,6 @@ frontier table on stdout. With --quick the files end in _quick.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -135,19 +134,9 @@ def figure(ds, fronts: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small grid (well under a minute)")
-    parser.add_argument("--out", default=str(HERE), help="output directory (default: results/)")
-    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    args = parser.parse_args(argv)
-    from opt_protocols.batch import load_sweep, sweep
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "random_features_sweep" + ("_quick" if args.quick else "")
+    from opt_protocols.batch.cli import results_script
     t0 = time.perf_counter()
-    s = spec(args.quick)
-    report = sweep(s, out=out / f"{stem}.h5", workers=args.workers)
-    ds = load_sweep(out / f"{stem}.h5", spec=s)
+    ds, report, png = results_script(argv, __doc__.splitlines()[0], spec, "random_features_sweep", HERE)
     fronts = {key: frontier(ds, key) for key in ("optimal", "constant")}
     print(f"\n{'schedule':9s} {'C':>9s} {'N grid':>7s} {'N*':>8s} {'L':>11s}  (N, L) along the contour")
     for key, rows in fronts.items():
@@ -157,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'' if r['interior'] else ' (edge)'}  {pts}")
     print(f"N* ~ C^x: optimal x = {fit(fronts['optimal']):.3f} (theory {1 / (1 + A):.3f}), "
           f"constant x = {fit(fronts['constant']):.3f} (theory {1 / (A + B):.3f})")
-    figure(ds, fronts, out / f"{stem}.png")
-    print(f"wrote {out / f'{stem}.png'}; total {time.perf_counter() - t0:.0f} s")
+    figure(ds, fronts, png)
+    print(f"wrote {png}; total {time.perf_counter() - t0:.0f} s")
     return 0 if report.complete else 1
 
 

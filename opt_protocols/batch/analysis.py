@@ -91,6 +91,7 @@ def load_sweep(path: str | os.PathLike, name: str | None = None, spec: Any = Non
 
     from .. import storage
     from ..solution import from_record
+    from ..storage import RunRecord
     from .spec import load_spec
     everything = {r.run_id: r for r in storage.read_runs(path)}
     if spec is not None:
@@ -131,7 +132,7 @@ def load_sweep(path: str | os.PathLike, name: str | None = None, spec: Any = Non
     message = np.full(shape, "", dtype=object)
     iterations = np.full(shape, -1, dtype=int)
     wall = np.full(shape, np.nan)
-    solved = {w: s for w, s in sols.items() if not hasattr(s, "variables")}
+    solved = {w: s for w, s in sols.items() if not isinstance(s, RunRecord)}
     base_names = list(dict.fromkeys(b for s in solved.values() for b in s.baselines))
     static_names = list(dict.fromkeys(n for s in solved.values() for n in s.static))
     control_names = list(dict.fromkeys(n for s in solved.values() for n in s.controls))
@@ -143,7 +144,7 @@ def load_sweep(path: str | os.PathLike, name: str | None = None, spec: Any = Non
     controls = {n: np.full(shape + (n_s,), np.nan) for n in control_names}
     curve = np.full(shape + (CURVE_POINTS,), np.nan)
     for w, s in sols.items():
-        if hasattr(s, "variables"):          # a task that raised: no solution
+        if isinstance(s, RunRecord):          # a task that raised: no solution
             status[w], run_id[w], message[w] = "error", s.run_id, s.attrs.get("message", "")
             continue
         status[w], run_id[w], message[w] = s.status, s.run_id, s.return_status

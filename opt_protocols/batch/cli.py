@@ -11,7 +11,9 @@ Exit codes of ``sweep``: 0 when every run is in the file and none failed, 1 when
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -81,6 +83,12 @@ def _dry_run(args) -> int:
     return 0
 
 
+def is_sweep_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds runs written by a sweep (for ``show`` and ``plot`` to hand it here)."""
+    from .analysis import is_sweep_file as check
+    return check(path)
+
+
 def cmd_show(args) -> int:
     """``show`` of a sweep file: the runs with their coordinates, filtered by ``--where``."""
     from .analysis import show_sweep
@@ -98,6 +106,29 @@ def cmd_plot(args) -> int:
                          logx=args.logx, logy=args.logy)
     print(f"wrote {written}")
     return 0
+
+
+def results_script(argv: list[str] | None, description: str, spec_for: Callable[[bool], dict], stem: str,
+                   default_out: str | os.PathLike):
+    """The shared part of a results script made of one sweep: options ``--quick`` (a small grid),
+    ``--out DIR`` (default ``default_out``) and ``--workers N``; runs (or resumes) the sweep
+    ``spec_for(quick)`` into ``DIR/<stem>[_quick].h5`` and returns (its Dataset, the
+    :class:`~.progress.SweepReport`, the figure's path ``DIR/<stem>[_quick].png``)."""
+    from pathlib import Path
+
+    from .analysis import load_sweep
+    from .runner import sweep
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a small grid (well under a minute)")
+    parser.add_argument("--out", default=os.fspath(default_out), help=f"output directory (default: {default_out})")
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem += "_quick" if args.quick else ""
+    spec = spec_for(args.quick)
+    report = sweep(spec, out=out / f"{stem}.h5", workers=args.workers)
+    return load_sweep(out / f"{stem}.h5", spec=spec), report, out / f"{stem}.png"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,9 +42,10 @@ IPOPT_FALLBACK = {"mu_strategy": "monotone", "max_iter": 3000}
 #: Changes for a solve started from a previous solution's dual values (same NLP structure, e.g. the
 #: neighbour in a sweep) and the re-simulation of its protocol. Measured on the committee learning-rate
 #: problem (50 intervals) along a horizon grid 0.2 apart: 3-6 iterations instead of 5 from the previous
-#: protocol alone and 10-34 from the best constant protocol; mu_init = 1e-5 saves about one iteration more
-#: but stops 1e-9 (relative) above the optimum, 1e-4 reaches it to 1e-13.
-IPOPT_WARM = {"warm_start_init_point": "yes", "mu_init": 1e-4}
+#: protocol alone and 10-34 from the best constant protocol, the same optimum to 1e-10. Smaller warm-start
+#: bound pushes (1e-6) save about one iteration more but stop 1e-9 (relative) above the optimum; the
+#: monotone barrier takes 5 iterations; mu_init has no effect with the adaptive barrier.
+IPOPT_WARM = {"warm_start_init_point": "yes"}
 CACHE_SIZE = 16
 
 

@@ -47,7 +47,8 @@ def spec(quick: bool) -> dict:
             "model": "random_features", "params": {"a": A, "b": B, "m": BATCH, "tail": True},
             "problem": {"controls": {"eta": [0.0, ETA_MAX]}},
             "method": {"name": "adjoint", "intervals": 20 if quick else 100, "starts": ["best_baseline"]},
-            "grid": {"t_final": Ts, "zip": [{"N": Ns, "sigma": sigmas}]}}
+            "grid": {"t_final": Ts, "zip": [{"N": Ns, "sigma": sigmas}]},
+            "store": {"trajectory_points": 201}}     # states of up to 200 modes at 201 times, not 2001
 
 
 def frontier(ds, key: str) -> list[dict]:

@@ -136,6 +136,20 @@ def test_plan_cuts_one_chain_for_the_workers_and_resumes_from_stored_runs():
     assert plan(s, dict.fromkeys(ids, "optimal"), n_workers=2) == []
 
 
+def test_stored_trajectories_can_be_thinned():
+    from opt_protocols.batch.runner import thin
+    sol = op.solve(op.load_model(FAULTS), t_final=2.0, controls={"eta": (0, 3)}, intervals=10)
+    n = len(sol.trajectory.t)
+    small = thin(sol, 5)
+    assert n > 5 and len(small.trajectory.t) == 5 and small.trajectory.x.shape == (5, 2)
+    np.testing.assert_array_equal(small.trajectory.t[[0, -1]], sol.trajectory.t[[0, -1]])
+    assert small.baselines["best_constant"].loss.shape == (5,) and len(sol.trajectory.t) == n   # a copy
+    assert small.baselines["best_constant"].loss[-1] == sol.baselines["best_constant"].loss[-1]
+    assert thin(sol, None) is sol and load_spec(base_spec(store={"trajectory_points": 5})).trajectory_points == 5
+    with pytest.raises(ValueError, match=r"store: trajectory_points = 1: expected a whole number >= 2"):
+        load_spec(base_spec(store={"trajectory_points": 1}))
+
+
 def test_progress_on_a_non_terminal_is_plain_lines():
     out = io.StringIO()
     p = Progress(5, done=1, failed=1, desc="demo", stream=out, interval=0.0)
@@ -280,8 +294,15 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     out = tmp_path / "slow.h5"
     first = _driver(spec)
     _wait_for_runs(out, 3, first)
+    try:
+        import psutil                                         # (installed with dask.distributed)
+        workers = psutil.Process(first.pid).children()
+    except ImportError:
+        psutil, workers = None, []
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
+    if psutil is not None:                                    # the workers die with the driver
+        assert len(workers) >= 2 and not psutil.wait_procs(workers, timeout=10)[1]
     kept = storage.list_runs(out)                 # whatever was written is whole and readable
     assert 3 <= len(kept) < n and len(op.load(out)) == len(kept)
     second = subprocess.run([sys.executable, "-m", "opt_protocols.batch", "sweep", str(spec), "-j", "2", "-q"],

@@ -17,12 +17,14 @@ scheduler does it (``distributed.scheduler.allowed-failures``, after which the t
 """
 from __future__ import annotations
 
+import ctypes
 import heapq
 import itertools
 import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import warnings
 from contextlib import suppress
 from dataclasses import dataclass
@@ -57,9 +59,20 @@ def default_workers() -> int:
 # ----------------------------------------------------------------------------- process pool
 
 
-def _worker_main(conn: Connection) -> None:
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when the driver dies (Linux), even in the middle of a solve:
+    a killed driver leaves no workers behind. Elsewhere a worker stops after its current task."""
+    if sys.platform.startswith("linux"):
+        with suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+    if os.getppid() != parent:   # the driver died before that took effect
+        os._exit(0)
+
+
+def _worker_main(conn: Connection, parent: int) -> None:
     """A pool worker: solve tasks received on ``conn`` until told to stop or the driver is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle
+    _die_with(parent)
     while True:
         try:
             msg = conn.recv()
@@ -102,7 +115,8 @@ class ProcessPool:
 
     def _start(self) -> _Slot:
         ours, theirs = self._ctx.Pipe()
-        p = self._ctx.Process(target=_worker_main, args=(theirs,), daemon=True, name="opt-protocols-worker")
+        p = self._ctx.Process(target=_worker_main, args=(theirs, os.getpid()), daemon=True,
+                              name="opt-protocols-worker")
         p.start()
         theirs.close()
         return _Slot(p, ours)

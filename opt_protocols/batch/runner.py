@@ -29,9 +29,11 @@ import math
 import os
 import time
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .progress import GOOD, Progress, SweepReport
 from .spec import SweepSpec, Task, load_spec
@@ -128,7 +130,7 @@ def _record(spec: SweepSpec, task: Task, outcome: TaskOutcome | None, lost: str 
     if attempts is not None:
         info["attempts"] = attempts
     if outcome is not None and outcome.solution is not None:
-        rec = to_record(outcome.solution, task.run_id)
+        rec = to_record(thin(outcome.solution, spec.trajectory_points), task.run_id)
         rec.attrs["sweep"] = info
         return rec, outcome.solution.status, outcome.solution.return_status
     if outcome is not None:
@@ -141,6 +143,20 @@ def _record(spec: SweepSpec, task: Task, outcome: TaskOutcome | None, lost: str 
     return RunRecord(run_id=task.run_id, attrs=attrs), "error", message
 
 
+def thin(solution, points: int | None):
+    """The solution with its fine trajectory and the baselines' curves on ``points`` evenly spaced
+    of their output times (ends included), e.g. to keep a map with thousands of states small."""
+    tr = solution.trajectory
+    if points is None or tr is None or len(tr.t) <= points:
+        return solution
+    idx = np.unique(np.round(np.linspace(0, len(tr.t) - 1, points)).astype(int))
+    baselines = {name: replace(b, t=tr.t[idx], loss=b.loss[idx] if b.loss is not None else None)
+                 for name, b in solution.baselines.items()}
+    return replace(solution, baselines=baselines,
+                   trajectory=replace(tr, t=tr.t[idx], x=tr.x[idx], loss=tr.loss[idx],
+                                      controls={k: v[idx] for k, v in tr.controls.items()}))
+
+
 class _Writer:
     """Appends finished runs to the file, batching when writes get slow (see module docstring)."""
 
@@ -151,7 +167,11 @@ class _Writer:
 
     def add(self, record) -> None:
         self.pending.append(record)
-        if time.perf_counter() - self.last_end >= WRITE_SPACING * self.last_cost:
+        self.tick()
+
+    def tick(self) -> None:
+        """Write what is pending if the last write is long enough ago."""
+        if self.pending and time.perf_counter() - self.last_end >= WRITE_SPACING * self.last_cost:
             self.flush()
 
     def flush(self) -> None:
@@ -199,7 +219,7 @@ def sweep(spec: SweepSpec | dict | str | os.PathLike, *, out: str | os.PathLike 
                 report.problems[rid] = (by_id[rid].coords, a.get("message") or a.get("return_status", ""))
         ex = None
         try:
-            if executor is None and any(True for _ in _todo(s, stored, retry_failed)):
+            if executor is None and any(_todo(s, stored, retry_failed)):
                 ex = make_executor(workers, scheduler, cluster)
             else:
                 ex = executor
@@ -251,6 +271,7 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
             submit(seg)
         while running:
             events = ex.wait(POLL)
+            writer.tick()
             finished = []
             for ev in events:             # the next tasks go out first: the workers do not wait for the writes
                 seg = running.pop(ev.key)

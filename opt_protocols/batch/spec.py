@@ -24,6 +24,8 @@ A spec is a TOML file or the same content as a dict (docs/sweeps.md has the full
 
     [continuation]                       # neighbours along this axis warm-start each other
     axis = "t_final"
+    [store]                              # what each stored run keeps (default: everything)
+    trajectory_points = 201              # points of the fine re-simulation (states, loss, baselines)
 
 An axis is addressed by a dotted name (``params.sigma``, ``problem.t_final``, ``fixed.eta``,
 ``constants.x``, ``controls.eta``, ``static.p``, ``method.intervals``, ``initial.Q``) or, when
@@ -51,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-TOP_KEYS = ("name", "model", "out", "params", "initial", "problem", "method", "grid", "continuation")
+TOP_KEYS = ("name", "model", "out", "params", "initial", "problem", "method", "grid", "continuation", "store")
 #: keywords of op.solve a spec's [problem] table may hold (the model, method and warm start are set elsewhere)
 PROBLEM_KEYS = ("t_final", "controls", "fixed", "static", "budgets", "smoothness", "monotone", "state_bounds",
                 "objective", "target", "t_max", "constants", "families", "baselines", "verify")
@@ -60,6 +62,7 @@ SECTIONS = ("params", "initial", "problem", "method")
 PROBLEM_TABLES = ("fixed", "constants", "controls", "static", "monotone", "state_bounds")
 AXIS_KEYS = ("values", "linear", "log", "integer")
 CONTINUATION_KEYS = ("axis",)
+STORE_KEYS = ("trajectory_points",)
 #: digits kept of generated grid values (so that run ids do not depend on the last bits of np.logspace)
 GRID_DIGITS = 12
 
@@ -114,6 +117,7 @@ class SweepSpec:
     base: dict[str, Any]                  # the task spec without the grid values
     dims: list[Dim]
     continuation: str | None              # name of the axis along which tasks warm-start each other
+    trajectory_points: int | None = None  # points kept of each run's fine trajectory (None: all)
     tasks: list[Task] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)   # the spec as given (stored with every run)
 
@@ -386,8 +390,12 @@ def load_spec(spec: SweepSpec | Mapping[str, Any] | str | os.PathLike, *, check:
         raise _fail("model", str(err)) from None
     dims = _dims(raw.get("grid", {}), base, param_names)
     continuation = _continuation(raw.get("continuation"), dims)
+    store = _check_keys("store", raw.get("store", {}), STORE_KEYS)
+    points = store.get("trajectory_points")
+    if points is not None and (isinstance(points, bool) or not isinstance(points, int) or points < 2):
+        raise _fail("store", f"trajectory_points = {points!r}: expected a whole number >= 2")
     out_spec = SweepSpec(name=name, out=out, base=base, dims=dims, continuation=continuation,
-                         source=_jsonable("spec", dict(raw)))
+                         trajectory_points=points, source=_jsonable("spec", dict(raw)))
     out_spec.tasks = _tasks(out_spec)
     if check:
         _check_tasks(out_spec)

@@ -37,6 +37,7 @@ class TaskOutcome:
     solution: Any = None
     error: dict[str, str] | None = None
     worker: str = ""
+    started: float = 0.0              # time.time() when the task started in the worker
     wall_time: float = 0.0
     warm_start: str = "baseline"      # "previous", "baseline", or "previous, failed; baseline"
 
@@ -85,16 +86,17 @@ def run_task(task: dict[str, Any], previous: Any = None) -> TaskOutcome:
     solve that fails is repeated from the default start (the best constant protocol)."""
     limit_threads()
     with _LOCK:
-        t0 = time.perf_counter()
+        started, t0 = time.time(), time.perf_counter()
         how = "previous" if previous is not None else "baseline"
         try:
             sol = solve_task(task, previous if previous is not None else "baseline")
             if previous is not None and sol.status not in GOOD:
                 sol = solve_task(task, "baseline")
                 how = "previous, failed; baseline"
-            return TaskOutcome(solution=sol, worker=worker_name(), wall_time=time.perf_counter() - t0,
-                               warm_start=how)
+            return TaskOutcome(solution=sol, worker=worker_name(), started=started,
+                               wall_time=time.perf_counter() - t0, warm_start=how)
         except Exception as exc:
             return TaskOutcome(error={"type": type(exc).__name__, "message": str(exc) or type(exc).__name__,
                                       "traceback": traceback.format_exc()},
-                               worker=worker_name(), wall_time=time.perf_counter() - t0, warm_start=how)
+                               worker=worker_name(), started=started, wall_time=time.perf_counter() - t0,
+                               warm_start=how)

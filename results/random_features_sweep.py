@@ -46,7 +46,8 @@ def spec(quick: bool) -> dict:
     return {"name": "random-features-compute-quick" if quick else "random-features-compute",
             "model": "random_features", "params": {"a": A, "b": B, "m": BATCH, "tail": True},
             "problem": {"controls": {"eta": [0.0, ETA_MAX]}},
-            "method": {"name": "adjoint", "intervals": 20 if quick else 100, "starts": ["best_baseline"]},
+            "method": {"name": "adjoint", "intervals": 20 if quick else 100, "starts": ["best_baseline"],
+                       "max_iter": 10000},   # the default 3000 L-BFGS-B iterations stop short at N = 25, T = 20000
             "grid": {"t_final": Ts, "zip": [{"N": Ns, "sigma": sigmas}]},
             "store": {"trajectory_points": 201}}     # states of up to 200 modes at 201 times, not 2001
 

@@ -272,9 +272,9 @@ def _spec_file(tmp_path, n: int, delay: float) -> Path:
     return path
 
 
-def _driver(spec: Path) -> subprocess.Popen:
+def _driver(spec: Path, *options: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "opt_protocols.batch", "sweep", str(spec), "-j", "2"],
+    return subprocess.Popen([sys.executable, "-m", "opt_protocols.batch", "sweep", str(spec), "-j", "2", *options],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -295,7 +295,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     first = _driver(spec)
     _wait_for_runs(out, 3, first)
     try:
-        import psutil                                         # (installed with dask.distributed)
+        import psutil  # (installed with dask.distributed)
         workers = psutil.Process(first.pid).children()
     except ImportError:
         psutil, workers = None, []
@@ -319,10 +319,13 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert not pids & {a["sweep"]["worker"] for rid, a in runs.items() if rid in kept}
 
 
-def test_ctrl_c_stops_the_driver_quickly_and_the_file_stays_consistent(tmp_path):
+@pytest.mark.parametrize("options", [(), ("--cluster", "local")], ids=["pool", "dask"])
+def test_ctrl_c_stops_the_driver_quickly_and_the_file_stays_consistent(tmp_path, options):
+    if options:
+        pytest.importorskip("distributed")
     spec = _spec_file(tmp_path, 10, delay=1.0)
     out = tmp_path / "slow.h5"
-    proc = _driver(spec)
+    proc = _driver(spec, *options)
     _wait_for_runs(out, 1, proc)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)

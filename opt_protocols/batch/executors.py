@@ -258,9 +258,16 @@ class DaskExecutor:
             with suppress(Exception):   # the cluster may already be gone
                 self.client.cancel(list(self._futures), force=True)
             self._futures.clear()
-        with suppress(Exception):     # a slow shutdown must not hide the results (workers are killed anyway)
+        with suppress(Exception):     # a slow shutdown must not hide the results
             self.client.close(timeout=2)
         if self._cluster is not None:
+            # the worker processes this cluster started are killed first: a graceful shutdown of the
+            # nannies takes seconds, which Ctrl-C should not wait for
+            for nanny in list(getattr(self._cluster, "workers", {}).values()):
+                pid = getattr(nanny, "pid", None)
+                if pid:
+                    with suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
             with suppress(Exception):
                 self._cluster.close(timeout=5)
             self._cluster = None

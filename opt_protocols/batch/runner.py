@@ -174,12 +174,18 @@ class _Writer:
         if self.pending and time.perf_counter() - self.last_end >= WRITE_SPACING * self.last_cost:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
+        """Write what is pending. ``final``: after an interruption, which may have come after a
+        write had replaced the file but before it returned, leave out the runs already there."""
         from .. import storage
+        if final and self.pending and os.path.exists(self.path):
+            there = set(storage.list_runs(self.path)) - self.replace
+            self.pending = [r for r in self.pending if r.run_id not in there]
         if not self.pending:
             return
         t0 = time.perf_counter()
         storage.write_runs(self.path, self.pending, exist_ok=any(r.run_id in self.replace for r in self.pending))
+        self.replace -= {r.run_id for r in self.pending}
         self.pending = []
         self.last_end = time.perf_counter()
         self.last_cost = self.last_end - t0
@@ -298,4 +304,4 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
                 bar.update(status in GOOD)
     finally:
         bar.close()
-        writer.flush()
+        writer.flush(final=True)

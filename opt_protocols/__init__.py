@@ -24,6 +24,7 @@ _EXPORTS = {
     "Method": ".control.methods", "Collocation": ".control.methods", "Adjoint": ".control.methods",
     "solve": ".control.solve",
     "Solution": ".solution", "Baseline": ".solution", "load": ".solution",
+    "sweep": ".batch", "load_sweep": ".batch",
 }
 _MODULES = ("schedules", "storage", "ops")
 

@@ -361,6 +361,11 @@ def _fmt_num(v: float | None, width: int = 12) -> str:
 
 
 def cmd_show(args) -> int:
+    from .batch import cli as batch_cli
+    if not Path(args.file).exists():
+        raise UsageError(f"{args.file}: no such file")
+    if not args.run and batch_cli.is_sweep_file(args.file):
+        return batch_cli.cmd_show(args)
     runs = _runs(args.file, args.run)
     if args.status:
         runs = [s for s in runs if s.status == args.status]
@@ -399,6 +404,11 @@ def cmd_show(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from .batch import cli as batch_cli
+    if not Path(args.file).exists():
+        raise UsageError(f"{args.file}: no such file")
+    if not args.run and batch_cli.is_sweep_file(args.file):
+        return batch_cli.cmd_plot(args)
     from .plot import plot_solution
     runs = _runs(args.file, args.run)
     outs = []
@@ -444,6 +454,7 @@ def cmd_validate(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .batch import cli as batch_cli
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="opt-protocols", formatter_class=fmt,
                                 description="Optimal training protocols from the order-parameter equations of "
@@ -503,12 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status", choices=["optimal", "acceptable", "failed"], help="only runs with this status")
     s.add_argument("--model", help="only runs of this model")
     s.add_argument("--verbose", "-v", action="store_true", help="baselines, verification and SGD check per run")
+    batch_cli.add_show_arguments(s)
     s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("plot", formatter_class=fmt, help="PNG of protocol(s) and loss against the baselines")
     s.add_argument("file", help="HDF5 results file")
     s.add_argument("--run", help="only this run")
     s.add_argument("--out", "-o", help="PNG path (with several runs: a prefix)")
+    batch_cli.add_plot_arguments(s)
     s.set_defaults(func=cmd_plot)
 
     s = sub.add_parser("validate", formatter_class=fmt,
@@ -518,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--N", type=int, default=2000, help="input dimension")
     s.add_argument("--seeds", type=int, default=8, help="SGD runs (at least 2)")
     s.set_defaults(func=cmd_validate)
+    batch_cli.add_parsers(sub)
     return p
 
 

@@ -299,8 +299,10 @@ def from_record(rec: RunRecord) -> Solution:
 
 
 def load(path: str | os.PathLike, run_id: str | None = None):
-    """The solutions stored in ``path`` (a list), or the one with ``run_id``."""
+    """The solutions stored in ``path`` (a list), or the one with ``run_id``. Runs of another kind
+    (e.g. a sweep's record of a task that raised, ``kind = "sweep_error"``) are not solutions and
+    are left out of the list."""
     from . import storage
     if run_id is not None:
         return from_record(storage.read_run(path, run_id))
-    return [from_record(r) for r in storage.read_runs(path)]
+    return [from_record(r) for r in storage.read_runs(path) if r.attrs.get("kind") == "solution"]

@@ -65,6 +65,7 @@ __all__ = [
     "list_runs",
     "read_run",
     "read_runs",
+    "read_attrs",
     "to_xarray",
     "open_xarray",
     "FORMAT",
@@ -567,6 +568,13 @@ def read_runs(path: str | os.PathLike) -> list[RunRecord]:
     """Read every run in ``path``, in the order they were written."""
     with _open(os.fspath(path)) as f:
         return [_read_run_group(run) for run in f[_RUNS].values()]
+
+
+def read_attrs(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The attributes of every run in ``path`` (run_id -> decoded attrs, in the order written),
+    without reading any array."""
+    with _open(os.fspath(path)) as f:
+        return {rid: {k: _decode_attr(v) for k, v in run.attrs.items()} for rid, run in f[_RUNS].items()}
 
 
 def _xarray():

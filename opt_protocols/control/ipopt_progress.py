@@ -8,7 +8,7 @@ in which case it asks IPOPT to stop.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import casadi as ca
 

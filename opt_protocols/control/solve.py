@@ -151,7 +151,9 @@ def _guess(problem: Problem, base: dict[str, Baseline], warm_start: Any) -> tupl
             raise ValueError(f"warm_start: the solution is for controls {old.names}, "
                              f"this model has {problem.model.control_names}")
         # the previous protocol on this horizon, re-simulated by the method under this problem's constants
-        scaled = Protocol(old.tk * (problem.t_final / old.tk[-1]), old.U0, old.U1, old.names)
+        tk = old.tk * (problem.t_final / old.tk[-1])
+        tk[-1] = problem.t_final   # exactly: the product can fall short by one ulp
+        scaled = Protocol(tk, old.U0, old.U1, old.names)
         static = {**base["best_constant"].static,
                   **{k: v for k, v in warm_start.static.items() if k in problem.static}}
         return Baseline("previous", scaled, static, float("nan")), warm_start

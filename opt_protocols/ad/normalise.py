@@ -625,7 +625,7 @@ class _SSA:
         self.exits = {n: e for n, e in self.exits.items()
                       if before_exits.get(n) is e and n not in out_exits}
         self.exits.update(out_exits)
-        return pre + [new, _Slot(loop_id)]
+        return pre + [new, _Slot(id(new))]
 
     def _if(self, s: ast.If, scope: int) -> list:
         new = copy.copy(s)

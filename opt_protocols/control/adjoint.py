@@ -25,7 +25,6 @@ pipeline's (:func:`opt_protocols.control.solve.solve`).
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from scipy import optimize
 
 from ..protocol import Protocol
 from .baselines import single_thread_blas
-from .evaluate import Evaluator
+from .evaluate import log_scale, log_scale_delta
 from .methods import Adjoint, Context, MethodResult
 from .problem import Problem
 
@@ -80,13 +79,13 @@ class _Setup:
         return np.array([np.add.reduceat(G[:, j], self.starts[:-1]) for j in self.opt_idx])
 
 
-def _setup(problem: Problem, method: Adjoint, evaluator: Evaluator) -> _Setup:
+def _setup(problem: Problem, method: Adjoint, ev) -> _Setup:
     m = problem.model
     T = int(round(problem.t_final))
     nb = method.intervals
     st = block_starts(T, nb)
     opt = list(problem.controls)
-    return _Setup(problem=problem, ev=evaluator.adjoint, T=T, n_blocks=nb, starts=st,
+    return _Setup(problem=problem, ev=ev, T=T, n_blocks=nb, starts=st,
                   counts=np.diff(st).astype(float), block_of=(np.arange(T) * nb) // T, opt=opt,
                   opt_idx=[m.control_names.index(n) for n in opt],
                   lo=np.array([problem.controls[n][0] for n in opt]),
@@ -127,7 +126,12 @@ def _constraints(setup: _Setup):
 
 def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, max_iter: int,
                    smoothness: float, options: Mapping[str, Any] | None = None) -> dict:
-    """One local optimisation from z0 (scaled block controls). Returns a record."""
+    """One local optimisation from z0 (scaled block controls). Returns a record.
+
+    Minimised: f = log_scale(J + penalty) (:func:`.evaluate.log_scale`: log J for J well above
+    tol * J(z0), finite down to J = 0), i.e. the same minimiser as J + penalty, scaled alike
+    across horizons. The record's ``J`` is J + penalty at its ``z``.
+    """
     ev = setup.ev
     nb = setup.n_blocks
     n_opt = len(setup.opt)
@@ -135,7 +139,7 @@ def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, ma
     lo = np.repeat(setup.lo, nb)
     cons = _constraints(setup)
     nfev = [0]
-    best = {"f": np.inf, "z": z0.copy()}
+    best = {"J": np.inf, "z": z0.copy()}
 
     def penalty(u):
         if smoothness <= 0 or nb < 2:
@@ -147,19 +151,33 @@ def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, ma
         g[:, :-1] -= 2 * d
         return smoothness * float(np.sum(d * d)), smoothness * g.ravel()
 
-    def fg(z):
-        nfev[0] += 1
+    last: dict[str, Any] = {"z": None}
+
+    def total(z):
+        if last["z"] is not None and np.array_equal(z, last["z"]):
+            return last["J"], last["g"]
         u = lo + scale * z
         J, G = ev.value_and_grad(setup.blocks_to_steps(u.reshape(n_opt, nb)))
         if not np.isfinite(J):
-            return 1e3, np.zeros_like(z)
-        pen, gp = penalty(u)
-        total = J + pen
-        grad = (setup.block_grad(G).ravel() + gp) * scale / total
-        f = math.log(total)
-        if f < best["f"]:
-            best["f"], best["z"] = f, z.copy()
-        return f, grad
+            J, g = np.inf, np.zeros_like(z)
+        else:
+            pen, gp = penalty(u)
+            J, g = J + pen, (setup.block_grad(G).ravel() + gp) * scale
+        last.update(z=z.copy(), J=J, g=g)
+        return J, g
+
+    J0, _ = total(z0)
+    delta = log_scale_delta(J0, tol)
+
+    def fg(z):
+        nfev[0] += 1
+        J, g = total(z)
+        if not np.isfinite(J):
+            return _OVERFLOW, np.zeros_like(z)
+        f, dfdJ = log_scale(J, delta)
+        if J < best["J"]:
+            best["J"], best["z"] = J, z.copy()
+        return f, g * dfdJ
 
     bounds = [(0.0, 1.0)] * z0.size
     t0 = time.perf_counter()
@@ -167,11 +185,16 @@ def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, ma
         rec = _dispatch(fg, z0, bounds, cons, optimizer, tol, max_iter, dict(options or {}))
     z = np.clip(rec["z"], 0.0, 1.0)
     f, g = fg(z)
-    rec.update(z=z, f=f, nfev=nfev[0], time=time.perf_counter() - t0, grad=g)
+    J, _ = total(z)
+    rec.update(z=z, f=f, J=J, nfev=nfev[0], time=time.perf_counter() - t0, grad=g)
     # projected gradient (bounds only) as a stationarity measure, in log-objective units
     pg = np.where((z <= 1e-12) & (g > 0) | (z >= 1 - 1e-12) & (g < 0), 0.0, g)
     rec["projected_gradient"] = float(np.max(np.abs(pg))) if cons is None else float("nan")
     return rec
+
+
+#: What the optimisers see when the states overflow (log of a loss far above any finite one).
+_OVERFLOW = 1e3
 
 
 def _dispatch(fg, z0, bounds, cons, optimizer, tol, max_iter, options) -> dict:
@@ -388,7 +411,10 @@ def run_adjoint(problem: Problem, method: Adjoint, ctx: Context) -> MethodResult
     ev = ctx.evaluator.adjoint
     if ev is None:
         raise ValueError("method Adjoint: no adjoint evaluator for this problem")
-    setup = _setup(problem, method, ctx.evaluator)
+    if method.kernel != "auto" and method.kernel != ev.kernel.kind:   # the kernel asked for, not the default
+        from ..ad import MapAdjoint
+        ev = MapAdjoint(problem.model, ev.T, ev.x0, ev.c, ev.objective, kernel=method.kernel)
+    setup = _setup(problem, method, ev)
     cons = _constraints(setup)
     optimizer = method.optimizer or ("L-BFGS-B" if cons is None else "SLSQP")
     points = _start_points(setup, method, ctx)
@@ -399,28 +425,28 @@ def run_adjoint(problem: Problem, method: Adjoint, ctx: Context) -> MethodResult
         rec = _run_optimizer(setup, z0, optimizer, method.tol, method.max_iter, problem.smoothness, method.options)
         rec["start"] = name
         runs.append(rec)
-    win = min(runs, key=lambda r: r["f"])
+    win = min(runs, key=lambda r: r["J"])
     hop_log = {"tried": 0, "accepted": 0, "moves": {}, "improvement": 0.0, "time": 0.0}
     if method.hops > 0:
         t_h = time.perf_counter()
         rng = np.random.default_rng(method.seed)
-        f0 = win["f"]
+        J0 = win["J"]
         for _ in range(method.hops):
             z1, move = _hop(setup, win["z"], rng)
             rec = _run_optimizer(setup, _project_budgets(setup, z1), optimizer, method.tol, method.max_iter,
                                  problem.smoothness, method.options)
             hop_log["tried"] += 1
-            if rec["f"] < win["f"] - 1e-15:
+            if rec["J"] < win["J"] * (1.0 - 1e-15):
                 rec["start"] = win["start"] if win["start"].endswith("+hops") else win["start"] + "+hops"
                 win = rec
                 hop_log["accepted"] += 1
                 hop_log["moves"][move] = hop_log["moves"].get(move, 0) + 1
-        hop_log["improvement"] = float(1.0 - math.exp(win["f"] - f0))
+        hop_log["improvement"] = float(1.0 - win["J"] / J0) if J0 > 0 else 0.0
         hop_log["time"] = time.perf_counter() - t_h
     solve_time = time.perf_counter() - t_s
     nb, opt = setup.n_blocks, setup.opt
     Z = setup.lo[:, None] + (setup.hi - setup.lo)[:, None] * win["z"].reshape(len(opt), nb)
-    J = ev.value(setup.blocks_to_steps(Z))
+    J = setup.ev.value(setup.blocks_to_steps(Z))
     pen = problem.smoothness * float(np.sum(np.diff(Z, axis=1) ** 2)) if problem.smoothness > 0 else 0.0
     obj = J + pen
     if win["success"]:
@@ -440,13 +466,11 @@ def run_adjoint(problem: Problem, method: Adjoint, ctx: Context) -> MethodResult
     from ..simulate import simulate
     blocks = simulate(problem.model, problem.x0, proto, setup.T, c=problem.c, t_eval=tk)
 
-    def _j(f):
-        return float(math.exp(f)) if f < 700 else float("inf")
-
-    details = {"optimizer": optimizer, "kernel": ctx.evaluator.adjoint.kernel.kind,
-               "kernel_note": ctx.evaluator.adjoint.kernel.reason, "n_gradients": int(ev.n_backward),
+    k = ev.kernel
+    details = {"optimizer": optimizer, "kernel": k.kind, "kernel_note": k.note,
+               "kernel_check_error": k.check.get("error", float("nan")), "n_gradients": int(ev.n_backward),
                "checkpoint_every": ev.S, "winner": win["start"],
-               "starts": [{"start": r["start"], "objective": _j(r["f"]), "iterations": r["nit"],
+               "starts": [{"start": r["start"], "objective": float(r["J"]), "iterations": r["nit"],
                            "evaluations": r["nfev"], "message": r["message"], "success": r["success"],
                            "time": r["time"], "projected_gradient": r["projected_gradient"]} for r in runs],
                "hops": hop_log}
@@ -454,6 +478,6 @@ def run_adjoint(problem: Problem, method: Adjoint, ctx: Context) -> MethodResult
                         static={}, t=tk, x=blocks.x, t_controls=tk,
                         controls={n: Z[i].copy() for i, n in enumerate(opt)},
                         control_type="constant", t_final=float(setup.T), iterations=int(win["nit"]),
-                        build_time=ctx.evaluator.adjoint.kernel.build_time, solve_time=solve_time,
+                        build_time=k.build_time, solve_time=solve_time,
                         n_variables=int(win["z"].size), n_constraints=0 if cons is None else int(cons[0].shape[0]),
                         details=details, warm={"z": win["z"].copy()})

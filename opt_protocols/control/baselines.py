@@ -26,13 +26,17 @@ from scipy import optimize
 from .. import schedules as sch
 from ..protocol import Protocol, as_protocol
 from ..solution import Baseline
-from .evaluate import Evaluator
+from .evaluate import Evaluator, log_scale, log_scale_delta
 from .problem import Problem
 
 GRID_1D_LINEAR, GRID_1D_GEOMETRIC = 21, 13
 GRID_ND = 7
 #: Shape values tried per parameter before the local refinement of a family fit.
 FAMILY_GRID = 4
+#: Relative scale of the log_scale objective of the gradient refinements (see evaluate.log_scale).
+LOG_TOL = 1e-12
+#: The refinements' objective where the states overflow.
+OVERFLOW = 1e3
 #: Parameters held fixed in the default family fits (the textbook members of each family).
 FAMILY_FIXED: dict[str, dict[str, Any]] = {"wsd": {"floor": 0.0}}
 
@@ -101,16 +105,23 @@ def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
     base = ev.table(constant_protocol(problem, held))
     scale = hi - lo
 
-    def fg(z):
+    def table(z):
         U = base.copy()
         U[:, cols] = lo + scale * z
-        J, G = ev.value_and_grad_steps(U)
-        if not np.isfinite(J) or J <= 0:
-            return 1e3, np.zeros_like(z)
-        return math.log(J), G[:, cols].sum(axis=0) * scale / J
+        return U
+
+    z0 = (start - lo) / scale
+    delta = log_scale_delta(ev.value_steps(table(z0)), LOG_TOL)
+
+    def fg(z):
+        J, G = ev.value_and_grad_steps(table(z))
+        if not np.isfinite(J):
+            return OVERFLOW, np.zeros_like(z)
+        f, dfdJ = log_scale(J, delta)
+        return f, G[:, cols].sum(axis=0) * scale * dfdJ
 
     with single_thread_blas():
-        res = optimize.minimize(fg, (start - lo) / scale, jac=True, method="L-BFGS-B",
+        res = optimize.minimize(fg, z0, jac=True, method="L-BFGS-B",
                                 bounds=[(0.0, 1.0)] * len(names),
                                 options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 500})
     return list(lo + scale * np.clip(res.x, 0.0, 1.0))
@@ -227,13 +238,19 @@ def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
     def values(z):
         return schedule(z)(t, T)
 
-    def fg(z):
-        v = values(z)
+    def table(v):
         U = base.copy()
         U[:, j] = np.clip(v, lo, hi)
-        J, G = ev.value_and_grad_steps(U)
-        if not np.isfinite(J) or J <= 0:
-            return 1e3, np.zeros_like(z)
+        return U
+
+    delta = log_scale_delta(ev.value_steps(table(values(z0))), LOG_TOL)
+
+    def fg(z):
+        v = values(z)
+        J, G = ev.value_and_grad_steps(table(v))
+        if not np.isfinite(J):
+            return OVERFLOW, np.zeros_like(z)
+        f, dfdJ = log_scale(J, delta)
         inside = (v >= lo) & (v <= hi)
         g = np.empty(z.size)
         for i in range(z.size):   # d schedule / d parameter by central differences (the shape is cheap)
@@ -243,7 +260,7 @@ def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
             zm[i] = max(0.0, z[i] - h)
             dv = (values(zp) - values(zm)) / (zp[i] - zm[i])
             g[i] = float(G[inside, j] @ dv[inside])
-        return math.log(J), g / J
+        return f, g * dfdJ
 
     with single_thread_blas():
         res = optimize.minimize(fg, z0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * z0.size,

@@ -7,6 +7,7 @@ a per-step control table (one adjoint pass, :class:`opt_protocols.ad.MapAdjoint`
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from functools import cached_property
 
@@ -18,6 +19,28 @@ from .problem import Problem
 
 #: Output points used for an ODE's time-averaged or time-to-target objective.
 FINE_POINTS = 4001
+
+
+def log_scale(J: float, delta: float) -> tuple[float, float]:
+    """(f, df/dJ) for f = asinh(J / delta) - log(2 / delta), the optimisers' objective for J.
+
+    For J >> delta, f = log J (to relative order (delta/J)^2): the same minimisers as J, scaled
+    alike across horizons and decades of loss. Unlike log J it stays finite and smooth at J = 0
+    (a loss that can be driven to zero) and for J < 0, and it is monotone, so it has exactly the
+    minimisers of J. ``delta`` (> 0) is a small multiple of a typical J, e.g. ``tol * J_start``.
+    """
+    if abs(J) > delta:      # asinh(|J|/delta) without overflow of J/delta
+        r = delta / J
+        a = math.copysign(math.log(abs(J)) - math.log(delta) + math.log1p(math.sqrt(1.0 + r * r)), J)
+    else:
+        a = math.asinh(J / delta)
+    return a - math.log(2.0 / delta), 1.0 / math.hypot(J, delta)
+
+
+def log_scale_delta(J_ref: float, tol: float) -> float:
+    """The ``delta`` of :func:`log_scale` for a run whose objectives are of the order of ``J_ref``."""
+    d = abs(J_ref) * tol if math.isfinite(J_ref) else 0.0
+    return d if d > 1e-300 else 1e-300
 
 
 class Evaluator:

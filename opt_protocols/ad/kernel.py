@@ -40,18 +40,23 @@ from ..model import Model
 from .transform import Derived, UnsupportedStep, derive_vjp
 
 #: Store every state in the forward pass when that takes at most this many bytes; otherwise
-#: checkpoint every S steps and recompute each segment in the backward pass.
-STORE_ALL_BYTES = 512 * 2 ** 20
+#: checkpoint every S ~ sqrt(T) steps and recompute each segment in the backward pass. A model step
+#: is cheap next to moving its state through memory: recomputing a segment from a checkpoint is
+#: faster than storing and reloading states once they do not fit in the caches.
+STORE_ALL_BYTES = 8 * 2 ** 20
 #: Largest relative difference between the derived VJPs and CasADi's accepted by the self-check
 #: (rounding differences are ~1e-16; a wrong derivative is off by O(1)).
 CHECK_RTOL = 1e-9
 #: Random states (and controls, adjoint vectors) of the self-check.
 CHECK_STATES = 5
-#: LLVM flags for the derived VJPs: reassociation lets the adjoint reductions (e.g. the sums into
-#: d/d eta over all modes) vectorise; rounding changes at the 1e-16 level only (no 'nnan'/'ninf':
-#: non-finite values keep their IEEE meaning). The forward pass is the model's own step, compiled
-#: without these flags.
-VJP_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+#: LLVM flags of the generated module (derived VJPs and drivers, with the model's own step and loss
+#: inlined): reassociation lets reductions (the sums over all modes in the step and in the adjoint)
+#: vectorise; rounding changes at the 1e-16 level only, so objectives agree with the simulator
+#: (compiled without these flags) to rounding (no 'nnan'/'ninf'/'afn': non-finite values keep their
+#: IEEE meaning and elementary functions are not approximated).
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+#: The forward pass checks that the state is finite every this many steps (and at the end).
+CHECK_EVERY = 64
 
 
 class AdjointKernelWarning(UserWarning):
@@ -60,12 +65,21 @@ class AdjointKernelWarning(UserWarning):
 
 #: The forward, objective and backward passes: one source for both kinds of kernel. ``_step``,
 #: ``_loss`` are the model's functions, ``step_vjp``/``loss_vjp`` ADD bar^T d(step)/d(x, u) and
-#: bar * d(loss)/dx into their last arguments.
+#: bar * d(loss)/dx into their last arguments (``step_vjp`` may overwrite its bar, p here).
 DRIVERS = '''
+
+@_jit
+def _finite(x):
+    for i in range(x.shape[0]):
+        if not np.isfinite(x[i]):
+            return False
+    return True
+
 
 @_jit
 def forward(x0, c, dims, U, w, S, Xs, xT):
     # J = sum_t w_t loss(x_t); x_t stored at t = 0, S, 2S, ... in Xs and x_T in xT; status 1 = overflow
+    # (checked every CHECK_EVERY steps and at the end: the state of an overflowing run stays non-finite)
     T = U.shape[0]
     x = x0.copy()
     J = 0.0
@@ -75,13 +89,14 @@ def forward(x0, c, dims, U, w, S, Xs, xT):
         if t % S == 0:
             Xs[t // S] = x
         x = _step(x, U[t], c, dims)
-        for i in range(x.shape[0]):
-            if not np.isfinite(x[i]):
-                xT[:] = np.nan
-                return np.inf, 1
+        if t % CHECK_EVERY == 0 and not _finite(x):
+            xT[:] = np.nan
+            return np.inf, 1
         if w[t + 1] != 0.0:
             J += w[t + 1] * _loss(x, c, dims)
     xT[:] = x
+    if not (_finite(x) and np.isfinite(J)):
+        return np.inf, 1
     return J, 0
 
 
@@ -96,10 +111,7 @@ def objective(x0, c, dims, U, w):
         x = _step(x, U[t], c, dims)
         if w[t + 1] != 0.0:
             J += w[t + 1] * _loss(x, c, dims)
-    for i in range(x.shape[0]):
-        if not np.isfinite(x[i]):
-            return np.inf
-    return J if np.isfinite(J) else np.inf
+    return J if _finite(x) and np.isfinite(J) else np.inf
 
 
 @_jit
@@ -161,14 +173,14 @@ def _module_source(module, kind: str, vjps: list[Derived]) -> str:
     head += ["import math", "import sys", "", "import numba", "import numpy as np", "",
              "from opt_protocols import ops", "",
              f"_model = sys.modules[{module.__name__!r}]",
-             "_step = _model.step", "_loss = _model.loss", "_jit = numba.njit(cache=True)", ""]
+             "_step = _model.step", "_loss = _model.loss", f"CHECK_EVERY = {CHECK_EVERY}",
+             f"_jit = numba.njit(cache=True, fastmath=set({sorted(FASTMATH)!r}))", ""]
     allowed = {"ops", "math", "np", "range", "len", "int", "float", "min", "max", "abs"}
     for d in vjps:
         extra = d.globals - allowed
         if extra:
             raise UnsupportedStep(f"the derived code reads the global(s) {', '.join(sorted(extra))}")
-    fm = f"@numba.njit(cache=True, fastmath=set({sorted(VJP_FASTMATH)!r}))\n"
-    return "\n".join(head) + "\n\n" + "\n\n".join(fm + d.source for d in vjps) + DRIVERS
+    return "\n".join(head) + "\n\n" + "\n\n".join("@_jit\n" + d.source for d in vjps) + DRIVERS
 
 
 def _load_generated(src: str) -> tuple[pytypes.ModuleType, Path]:
@@ -292,7 +304,7 @@ def _compare(module, model: Model, n: int, seed: int) -> float:
         uv = _check_controls(model, rng)
         pv = rng.standard_normal(model.n_x)
         xb, ub = np.zeros(model.n_x), np.zeros(model.n_u)
-        module.step_vjp(xv, uv, model.c, model.dims, pv, xb, ub)
+        module.step_vjp(xv, uv, model.c, model.dims, pv.copy(), xb, ub)     # (it overwrites its bar)
         rx, ru = (v.full().ravel() for v in vjp(xv, uv, model.c, pv))
         lb = np.zeros(model.n_x)
         module.loss_vjp(xv, model.c, model.dims, 1.7, lb)

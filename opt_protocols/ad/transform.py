@@ -451,7 +451,7 @@ class _Transformer:
         for v in self._locals(self.body, self.top):
             lines.append(f"{ind}{v}__b = 0.0")
         if self.out_array is not None:
-            lines.append(f"{ind}{self.out_array}__b = _bar.copy()")
+            lines.append(f"{ind}{self.out_array}__b = _bar")     # bar is used up (overwritten)
         else:
             self._prop(self.ret_expr, "_bar", lines, ind)
         self._reverse(self.body, self.top, ind, lines)
@@ -474,7 +474,8 @@ def derive_vjp(fn: Callable, active_args: Sequence[int], name: str) -> Derived:
     ``fn`` is the model's ``step(x, u, c, dims)`` (active arguments 0, 1) or ``loss(x, c, dims)``
     (active argument 0). Returns the source of ``name(<fn's arguments>, bar, <adjoints of the
     active arguments>)``, which ADDS bar^T d fn/d(active arguments) into the adjoint arrays
-    (``bar`` is an array for a step, a float for a loss). Raises :class:`UnsupportedStep` (naming
+    (``bar`` is an array for a step, a float for a loss; an array ``bar`` is overwritten: the
+    caller passes a copy if it needs it again). Raises :class:`UnsupportedStep` (naming
     the construct and its file:line) for constructs outside the accepted language.
     """
     from ..ops import DOMAIN_EPS

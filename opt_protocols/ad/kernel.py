@@ -125,14 +125,14 @@ def backward(Xs, xT, S, c, dims, U, w, G):
     g = np.zeros(n_u)
     if w[T] != 0.0:
         loss_vjp(xT, c, dims, w[T], p)
-    buf = np.empty((min(S, T), n_x))
     n_seg = (T + S - 1) // S
     for seg in range(n_seg - 1, -1, -1):
         t0 = seg * S
         t1 = min(T, t0 + S)
-        buf[0] = Xs[seg]
+        # the segment's states, recomputed from its checkpoint (kept as the step returns them: no copies)
+        buf = [Xs[seg]]
         for t in range(t0, t1 - 1):
-            buf[t - t0 + 1] = _step(buf[t - t0], U[t], c, dims)
+            buf.append(_step(buf[t - t0], U[t], c, dims))
         for t in range(t1 - 1, t0 - 1, -1):
             q[:] = 0.0
             g[:] = 0.0

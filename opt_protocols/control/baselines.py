@@ -64,11 +64,15 @@ def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
 
     def f(v):
         ctrl, st = split(v)
-        return _penalised(ev.objective(constant_protocol(problem, ctrl), st))
+        return _penalised(ev.search_objective(constant_protocol(problem, ctrl), st))
+
+    def reported(v) -> Baseline:
+        ctrl, st = split(v)
+        proto = constant_protocol(problem, ctrl)
+        return Baseline("best_constant", proto, st, _penalised(ev.objective(proto, st)), ctrl)
 
     if not dims:
-        ctrl, st = split([])
-        return Baseline("best_constant", constant_protocol(problem, ctrl), st, f([]), ctrl)
+        return reported([])
     lo = np.array([b[0] for _, b, _ in dims])
     hi = np.array([b[1] for _, b, _ in dims])
     if len(dims) == 1:
@@ -94,8 +98,7 @@ def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
             best = list(res.x)
         if f(best) > min(vals):
             best = list(start)
-    ctrl, st = split(best)
-    return Baseline("best_constant", constant_protocol(problem, ctrl), st, f(best), ctrl)
+    return reported(best)
 
 
 def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
@@ -111,7 +114,7 @@ def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
         return U
 
     z0 = (start - lo) / scale
-    delta = log_scale_delta(ev.value_steps(table(z0)), LOG_TOL)
+    delta = log_scale_delta(ev.value_steps(table(z0)), LOG_TOL)   # (the gradient refinements, maps only)
 
     def fg(z):
         J, G = ev.value_and_grad_steps(table(z))
@@ -194,7 +197,7 @@ def family_baseline(problem: Problem, ev: Evaluator, family: str | type[sch.Sche
         return as_protocol(problem.model, {**problem.fixed, **others, lr: _Clipped(s, lo, hi)}, problem.horizon)
 
     def f(z):
-        return _penalised(ev.objective(protocol(schedule(z)), static))
+        return _penalised(ev.search_objective(protocol(schedule(z)), static))
 
     e0 = (const.values or {}).get(lr, 0.5 * (lo + hi))
     z_lr = [float(np.clip((e0 * k - tlo[0]) / span[0], 0, 1)) for k in (1.0, 2.0, 4.0)]

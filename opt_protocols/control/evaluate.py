@@ -77,6 +77,19 @@ class Evaluator:
         t0, t1, l0, l1 = tr.t[k - 1], tr.t[k], tr.loss[k - 1], tr.loss[k]
         return float(t0 + (p.target - l0) * (t1 - t0) / (l1 - l0))
 
+    def search_objective(self, protocol: Protocol, static: Mapping[str, float] | None = None) -> float:
+        """The objective for searches that evaluate many protocols (baseline scans and fits).
+
+        For maps with an exact-gradient evaluator: its forward pass (the model's own step and loss,
+        compiled with reassociation, :mod:`opt_protocols.ad.kernel`; agrees with :meth:`objective` to
+        rounding, ~1e-15 relative, and runs ~3x faster at thousands of states). Otherwise
+        :meth:`objective`. Reported baseline values and the verification use :meth:`objective`.
+        """
+        if static or not self.has_gradient:
+            return self.objective(protocol, static)
+        self.n_evaluations += 1
+        return self.adjoint.value(self.table(protocol))
+
     def curve(self, protocol: Protocol, static: Mapping[str, float] | None, t_out: np.ndarray) -> np.ndarray:
         """The loss under ``protocol`` at the times ``t_out`` (NaN beyond the protocol's end)."""
         p = self.problem

@@ -290,6 +290,8 @@ class _Lower:
             return self._call(node, test, pre)
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
             return self._global(node)
+        if isinstance(node, ast.Slice):
+            raise UnsupportedStep("array slices: index one element at a time")
         if isinstance(node, (ast.Lambda, ast.ListComp, ast.GeneratorExp, ast.DictComp, ast.SetComp, ast.NamedExpr,
                              ast.Await, ast.Yield, ast.Starred)):
             raise UnsupportedStep(f"expression {_src(node)!r} ({type(node).__name__})")

@@ -123,7 +123,8 @@ class _Transformer:
     def _check_reads(self, node, scope, loops):
         for n in ast.walk(node):
             if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id in self.arrays:
-                raise UnsupportedStep(f"reading the output array: {_src(n)!r}")
+                raise UnsupportedStep(f"reading an array made by ops.zeros/ops.matrix: {_src(n)!r} (only the inputs "
+                                      "can be read; the output array is written)")
             if isinstance(n, ast.Call):
                 f = n.func
                 ok = (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "ops"

@@ -12,16 +12,16 @@ i.e. O(n_x T) work and O(n_x sqrt(T)) memory, instead of a collocation NLP with 
 step (n_x T variables and constraints). The per-step vector-Jacobian products are derived from
 the model's own source (:mod:`opt_protocols.ad`).
 
-Optimisers (measured on a shared 2-core machine): L-BFGS-B is the default for bounds-only
-problems; scipy SLSQP (a dense BFGS on the few hundred block variables) the default with linear
-constraints (data budgets sum_t m_t = D, monotonicity). ``trust-constr`` (BFGS) and IPOPT through
-a CasADi Callback that supplies the adjoint gradient (limited-memory Hessian) are available: on
-the batch-size problem with a data budget (N = 500, T = 316, 50 blocks, two starts) SLSQP took
-0.6 s, trust-constr 5.4 s, IPOPT 4.8 s (stopping at its acceptable level), all at the same optimum.
-BLAS is limited to one thread during the optimisation. Multi-start from the baselines named in
-``Adjoint.starts`` (and a previous solution), then optional basin hopping (:func:`_hop`); the
-winner is recorded. Everything else (baselines, verification, the Solution) is the shared
-pipeline's (:func:`opt_protocols.control.solve.solve`).
+Optimisers: the block controls are scaled to [0, 1] by their bounds and the optimisers minimise
+:func:`.evaluate.log_scale` of J (+ the smoothness penalty): log J where J is not tiny, finite and
+smooth down to J = 0. The defaults (:func:`default_strategy`) are SLSQP (a dense BFGS on the few
+hundred block variables; also handles data budgets sum_t m_t = D and monotonicity) from the best
+constant; L-BFGS-B, ``trust-constr`` (BFGS) and IPOPT through a CasADi Callback that supplies the
+adjoint gradient (limited-memory Hessian) are available. BLAS is limited to one thread during the
+optimisation. Multi-start from the baselines named in ``Adjoint.starts`` (and a previous solution),
+then optional basin hopping (:func:`_hop`); the winner (lowest J) is recorded. Everything else
+(baselines, verification, the Solution) is the shared pipeline's
+(:func:`opt_protocols.control.solve.solve`). See docs/adjoint.md.
 """
 from __future__ import annotations
 
@@ -385,12 +385,13 @@ def _z_from(setup: _Setup, per_step: Mapping[str, Any], default: Mapping[str, fl
 def default_strategy(setup: _Setup, method: Adjoint, constrained: bool) -> tuple[tuple, list[str]]:
     """The starts and optimisers of a run: the method's, or the defaults measured best.
 
-    Defaults (random-feature map, N = 500, horizons 316 to 10^4 with 100 blocks, see
-    docs/adjoint.md): SLSQP from the best constant converges to the tightest optimum with the fewest
-    gradients (70-100, where L-BFGS-B needs 150-420 and stops 1e-11 to 5e-10 above it). When every
-    block is a single step the landscape is rugged (many nearly equal local minima, steps nearly
-    commute): no optimiser or start is reliably best there, and gradients are cheap, so the default
-    tries both the best-constant and the power-law start with both SLSQP and L-BFGS-B (bounds only).
+    Defaults (measured on the random-feature map, benchmarks/bench_random_features.py): SLSQP from
+    the best constant, which reached the tightest optimum with the fewest gradients wherever blocks
+    hold several steps (L-BFGS-B needed several times as many and stopped measurably above it).
+    When every block is a single step the landscape is rugged (many nearly equal local minima: the
+    steps nearly commute), no optimiser or start was reliably best, and gradients are cheap, so the
+    default tries the best-constant and the power-law starts, each with SLSQP and (bounds only)
+    L-BFGS-B.
     """
     rugged = setup.T == setup.n_blocks
     starts = method.starts if method.starts is not None else (

@@ -19,6 +19,9 @@ from .problem import Problem
 
 #: Output points used for an ODE's time-averaged or time-to-target objective.
 FINE_POINTS = 4001
+#: n_x * steps from which baseline searches of a map build the adjoint kernel for its faster
+#: forward pass (below, a simulation is cheap and the kernel may not be needed at all).
+KERNEL_SEARCH_SIZE = 10 ** 6
 
 
 def log_scale(J: float, delta: float) -> tuple[float, float]:
@@ -80,12 +83,15 @@ class Evaluator:
     def search_objective(self, protocol: Protocol, static: Mapping[str, float] | None = None) -> float:
         """The objective for searches that evaluate many protocols (baseline scans and fits).
 
-        For maps with an exact-gradient evaluator: its forward pass (the model's own step and loss,
-        compiled with reassociation, :mod:`opt_protocols.ad.kernel`; agrees with :meth:`objective` to
-        rounding, ~1e-15 relative, and runs ~3x faster at thousands of states). Otherwise
-        :meth:`objective`. Reported baseline values and the verification use :meth:`objective`.
+        For maps with an exact-gradient evaluator, once it exists or when the problem is large
+        (:data:`KERNEL_SEARCH_SIZE`): its forward pass (the model's own step and loss, compiled with
+        reassociation, :mod:`opt_protocols.ad.kernel`; agrees with :meth:`objective` to rounding,
+        ~1e-15 relative, and is faster at thousands of states). Otherwise :meth:`objective`.
+        Reported baseline values and the verification use :meth:`objective`.
         """
-        if static or not self.has_gradient:
+        p = self.problem
+        big = p.model.kind == "map" and p.model.n_x * self.steps >= KERNEL_SEARCH_SIZE
+        if static or not (big or "adjoint" in self.__dict__) or not self.has_gradient:
             return self.objective(protocol, static)
         self.n_evaluations += 1
         return self.adjoint.value(self.table(protocol))

@@ -322,7 +322,7 @@ def test_self_check_is_cached_next_to_the_kernel(monkeypatch):
     model = _load("sin", _SIN_STEP)
     k = ad.get_kernel(model)
     assert k.kind == "source" and k.check["error"] <= RTOL
-    path = next(Path(p) for p in [adk._GENERATED[(adk._module_key(model.module), "source")][2]])
+    _, _, path = adk._GENERATED[(adk._module_key(model.module), "source")]
     assert path.with_suffix(".checks.json").exists()
     # a new process: nothing in memory, the record on disk is used (the check is not run again)
     for cache in ("_KERNELS", "_CHECKS"):

@@ -228,14 +228,6 @@ class Kernel:
     check: dict = field(default_factory=dict)
 
     @property
-    def vjp(self):
-        return self.module.step_vjp
-
-    @property
-    def loss_vjp(self):
-        return self.module.loss_vjp
-
-    @property
     def note(self) -> str:
         """One line for Solution.stats: what the kernel is and why."""
         if self.kind == "source":
@@ -449,7 +441,8 @@ def get_kernel(model: Model, kind: str = "auto") -> Kernel:
 # Objective and gradient of a control table
 # =============================================================================================
 
-OK, NOT_FINITE = 0, 1
+#: Status of the forward pass: the states stayed finite.
+OK = 0
 
 
 class MapAdjoint:
@@ -507,4 +500,6 @@ class MapAdjoint:
             return float("inf"), G
         self.n_backward += 1
         self._backward(self.Xs, self.xT, self.S, self.c, dims, U, self.w, G)
+        if not np.all(np.isfinite(G)):     # a state overflowed between the forward pass's checks
+            return float("inf"), np.zeros_like(U)
         return float(J), G

@@ -1,9 +1,12 @@
 """Reverse-mode source transformation of a model's ``step`` and ``loss`` (one source of the equations).
 
-The function's AST is differentiated statement by statement, loops are kept as loops (reversed,
-with the loop body's local values recomputed in each reversed iteration; accumulations ``v = v + e``
-are transposed without a tape), and the generated Python is compiled by numba like the model itself
-(:mod:`opt_protocols.ad.kernel`). The accepted language is documented in :class:`_Transformer`.
+The function is first rewritten into a single-assignment language (:mod:`.normalise`: helpers
+inlined, tuple unpacking, re-assignments, aliases, conditional expressions); its AST is then
+differentiated statement by statement. Loops are kept as loops (reversed, with the loop body's
+local values recomputed in each reversed iteration; accumulations ``v = v + e`` are transposed
+without a tape; a value set in a loop and read after it hands its adjoint to the last reversed
+iteration), and the generated Python is compiled by numba like the model itself
+(:mod:`opt_protocols.ad.kernel`). The accepted language: docs/adjoint.md, section 2.
 """
 from __future__ import annotations
 
@@ -316,7 +319,7 @@ class _Transformer:
             raise UnsupportedStep(f"cannot differentiate {_src(node)!r}")
         raise UnsupportedStep(f"cannot differentiate {_src(node)!r}")
 
-    def _replay(self, stmts, root: _Scope, scope: _Scope, ind: str, out: list, top_level: bool):
+    def _replay(self, stmts, root: _Scope, scope: _Scope, ind: str, out: list):
         """Primal statements recomputing the values owned by ``root`` (no output writes)."""
         for s in stmts:
             if isinstance(s, ast.Assign):
@@ -333,19 +336,19 @@ class _Transformer:
                     continue
                 out.append(f"{ind}for {_src(s.target)} in {_src(s.iter)}:")
                 n0 = len(out)
-                self._replay(s.body, root, inner, ind + "    ", out, False)
+                self._replay(s.body, root, inner, ind + "    ", out)
                 if len(out) == n0:
                     out.append(ind + "    pass")
             elif isinstance(s, ast.If):
                 out.append(f"{ind}if {_src(s.test)}:")
                 n0 = len(out)
-                self._replay(s.body, root, scope, ind + "    ", out, top_level)
+                self._replay(s.body, root, scope, ind + "    ", out)
                 if len(out) == n0:
                     out.append(ind + "    pass")
                 if s.orelse:
                     out.append(f"{ind}else:")
                     n0 = len(out)
-                    self._replay(s.orelse, root, scope, ind + "    ", out, top_level)
+                    self._replay(s.orelse, root, scope, ind + "    ", out)
                     if len(out) == n0:
                         out.append(ind + "    pass")
 
@@ -419,7 +422,7 @@ class _Transformer:
             k = _src(s.target)
             out.append(f"{ind}for {k} in range(({stop}) - 1, ({start}) - 1, -1):")
             n0 = len(out)
-            self._replay(s.body, inner, inner, ind + "    ", out, False)
+            self._replay(s.body, inner, inner, ind + "    ", out)
             exits = getattr(s, "_exits", {})
             for v in self._locals(s.body, inner):
                 if v in exits and exits[v] in self.active:   # the value leaves the loop in its last iteration
@@ -448,7 +451,7 @@ class _Transformer:
         act = [x for x in a if x in self.active_arrays]
         lines = [f"def {name}({', '.join(a)}, _bar, {', '.join(v + '__b' for v in act)}):"]
         ind = "    "
-        self._replay(self.body, self.top, self.top, ind, lines, True)
+        self._replay(self.body, self.top, self.top, ind, lines)
         for v in self._locals(self.body, self.top):
             lines.append(f"{ind}{v}__b = 0.0")
         if self.out_array is not None:

@@ -158,11 +158,14 @@ def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, ma
             return last["J"], last["g"]
         u = lo + scale * z
         J, G = ev.value_and_grad(setup.blocks_to_steps(u.reshape(n_opt, nb)))
-        if not np.isfinite(J):
-            J, g = np.inf, np.zeros_like(z)
-        else:
+        g = np.zeros_like(z)
+        if np.isfinite(J):
             pen, gp = penalty(u)
-            J, g = J + pen, (setup.block_grad(G).ravel() + gp) * scale
+            with np.errstate(over="ignore", invalid="ignore"):
+                g = (setup.block_grad(G).ravel() + gp) * scale
+            J = J + pen
+        if not (np.isfinite(J) and np.all(np.isfinite(g))):   # states (or their adjoints) overflowed
+            J, g = np.inf, np.zeros_like(z)
         last.update(z=z.copy(), J=J, g=g)
         return J, g
 

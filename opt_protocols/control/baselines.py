@@ -118,10 +118,12 @@ def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
 
     def fg(z):
         J, G = ev.value_and_grad_steps(table(z))
-        if not np.isfinite(J):
+        with np.errstate(over="ignore", invalid="ignore"):
+            g = G[:, cols].sum(axis=0) * scale
+        if not (np.isfinite(J) and np.all(np.isfinite(g))):
             return OVERFLOW, np.zeros_like(z)
         f, dfdJ = log_scale(J, delta)
-        return f, G[:, cols].sum(axis=0) * scale * dfdJ
+        return f, g * dfdJ
 
     with single_thread_blas():
         res = optimize.minimize(fg, z0, jac=True, method="L-BFGS-B",
@@ -251,7 +253,7 @@ def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
     def fg(z):
         v = values(z)
         J, G = ev.value_and_grad_steps(table(v))
-        if not np.isfinite(J):
+        if not (np.isfinite(J) and np.all(np.isfinite(G))):
             return OVERFLOW, np.zeros_like(z)
         f, dfdJ = log_scale(J, delta)
         inside = (v >= lo) & (v <= hi)
@@ -263,6 +265,8 @@ def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
             zm[i] = max(0.0, z[i] - h)
             dv = (values(zp) - values(zm)) / (zp[i] - zm[i])
             g[i] = float(G[inside, j] @ dv[inside])
+        if not np.all(np.isfinite(g)):
+            return OVERFLOW, np.zeros_like(z)
         return f, g * dfdJ
 
     with single_thread_blas():

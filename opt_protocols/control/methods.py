@@ -183,7 +183,8 @@ class Adjoint(Method):
     ``"trust-constr"`` or ``"ipopt"``; ``None`` (default): SLSQP, and with single-step blocks and
     bounds only both SLSQP and L-BFGS-B from every start (the best run wins).
     ``hops``: basin-hopping rounds after the starts (``seed`` seeds them). ``tol`` and
-    ``max_iter``: optimiser tolerance and iteration limit; ``options`` go to the optimiser.
+    ``max_iter``: optimiser tolerance (on the log-scaled objective, i.e. about relative to J) and
+    iteration limit; ``options`` go to the optimiser.
     ``kernel``: ``"auto"`` (derived VJPs, checked against CasADi, falling back to CasADi's reverse
     mode with a warning), ``"source"`` or ``"casadi"``.
     """
@@ -194,7 +195,7 @@ class Adjoint(Method):
     optimizer: str | None = None
     hops: int = 0
     seed: int = 0
-    tol: float = 1e-12
+    tol: float = 1e-13
     max_iter: int = 3000
     options: Mapping[str, Any] = field(default_factory=dict)
     kernel: str = "auto"

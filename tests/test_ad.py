@@ -347,3 +347,14 @@ def test_loss_reaching_zero():
     J0 = float(np.prod((1 - start["u"]) ** 2))
     assert np.isfinite(sol.objective) and 0.0 <= sol.objective <= 1e-12 * J0
     assert sol.status in ("optimal", "acceptable") and np.all(np.isfinite(sol.controls["u"]))
+
+
+def test_kernel_option_of_the_method():
+    """op.Adjoint(kernel="casadi") uses the CasADi kernel (same optimum as the derived one)."""
+    model = _load("sin", _SIN_STEP)
+    kw = dict(t_final=8, controls={"eta": (0.0, 1.0)}, families=())
+    src = op.solve(model, method=op.Adjoint(intervals=4), **kw)
+    cas = op.solve(model, method=op.Adjoint(intervals=4, kernel="casadi"), **kw)
+    assert src.stats["kernel"] == "source" and src.stats["kernel_check_error"] <= RTOL
+    assert cas.stats["kernel"] == "casadi" and cas.stats["kernel_note"] == "requested"
+    assert cas.objective == pytest.approx(src.objective, rel=1e-9)

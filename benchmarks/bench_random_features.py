@@ -37,8 +37,8 @@ from opt_protocols import ad
 REF = dict(a=2.0, b=2.0, sigma=0.5, m=5.0)
 BLOCKS = 100
 BOUNDS = (0.0, 2.0)
-#: The defaults before the self-checking adjoint (two starts, SLSQP).
-OLD_DEFAULT = dict(starts=("best_constant", "power_law"), optimizer="SLSQP")
+#: The defaults before the self-checking adjoint (two starts, SLSQP, tolerance 1e-12).
+OLD_DEFAULT = dict(starts=("best_constant", "power_law"), optimizer="SLSQP", tol=1e-12)
 SPEED = {(500, 316): 0.3, (500, 1000): None, (2000, 10_000): 10.0}
 QUALITY_T = (100, 316, 1000, 3162, 10_000)
 PUBLISHED, AUTHORS_SCRIPT = 0.08136, 0.0813770

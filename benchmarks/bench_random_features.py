@@ -170,7 +170,8 @@ def run() -> list[dict]:
                      "note": f"default {sol.objective:.12f} ({sol.stats['n_gradients']} gradients), previous default "
                              f"{old.objective:.12f}, reference {ref.objective:.12f} (best of "
                              f"{len(ref.stats['starts'])} L-BFGS-B runs, {t_ref:.1f} s); default - reference = "
-                             f"{(sol.objective - ref.objective) / ref.objective:+.1e} relative{extra}"})
+                             f"{(sol.objective - ref.objective) / ref.objective:+.1e}, default - previous = "
+                             f"{(sol.objective - old.objective) / old.objective:+.1e} relative{extra}"})
         if T == 100:
             t_h, hop = solve(500, T, op.Adjoint(hops=HOPS, optimizer="L-BFGS-B"))
             rows.append({"case": f"optimum N=500 T=100: default vs L-BFGS-B + {HOPS} hops", "value": sol.objective,

@@ -1,27 +1,28 @@
-"""Optimal learning-rate schedules of power-law random features (docs/models.md section 5) with the exact
-adjoint method (opt_protocols.adjoint.solve_adjoint), against the straightforward formulation.
+"""Optimal learning-rate schedules of power-law random features (docs/models.md section 5) with the
+adjoint method (docs/adjoint.md), against the alternatives, all measured in the same run.
 
-    python benchmarks/run.py random_features      # ~10 min, most of it the N = 4000, T = 10^5 case
+    PYTHONPATH=$PWD python benchmarks/run.py random_features     # ~10 min on 2 cores
 
-(a, b, sigma, m) = (2, 2, 0.5, 5), eta in [0, 2] piecewise constant on 100 blocks, final loss.
+(a, b, sigma, m) = (2, 2, 0.5, 5), eta in [0, 2] piecewise constant on 100 blocks, final loss;
+``op.solve(model, t_final=T, controls={"eta": (0, 2)}, intervals=100)`` without naming a method
+(method="auto" chooses the adjoint at these sizes). Rows:
 
-* ours: ``solve_adjoint`` wall time, everything included (kernel from the disk cache, the baselines
-  -- best constant, best power law c (t+1)^(-chi) --, the optimisation with SLSQP from the best
-  constant and from the best power law (two starts, the default), verification by re-simulation).
-  For the large cases also with one start (``starts=("best_baseline",)``: the better of the two
-  baselines). Targets: N = 500, T = 316 < 0.5 s; N = 500, T = 1000 < 1 s; N = 2000, T = 10^4 < 20 s;
-  N = 4000, T = 10^5 reported.
-* reference (N = 500, T = 100): final loss to 7 digits and the optimiser status, with the default
-  (SLSQP, two starts) and with L-BFGS-B + 100 rounds of basin hopping (one step per block: a rugged
-  landscape whose local minima lie between 0.08135 and 0.08139; the published 0.08136 is one of
-  them, lower ones exist; L-BFGS-B's cheaper local solves make the better hopper here).
-* baseline ("straightforward"): the recursion unrolled symbolically step by step in CasADi SX,
-  J(u) = loss(x_T) with the 100 block values as the only variables, IPOPT with a limited-memory
-  Hessian (tol 1e-10), started from the best constant; build + solve measured in the same run at
-  N = 500, T = 100 and T = 316, and the optima compared.
+* speed of the whole ``op.solve`` (kernels loaded from the disk cache, baselines, optimisation,
+  verification) with the default settings, against the previous defaults (``OLD_DEFAULT``: SLSQP
+  from the best constant and from the best power law) in the same run. Targets: N = 500, T = 316
+  < 0.3 s; N = 2000, T = 10^4 < 10 s. N = 4000, T = 10^5 reported.
+* quality at N = 500 for T = 100 ... 10^4: the default's optimum against a reference from many
+  L-BFGS-B restarts (the baselines and random starts; ratio = reference / default, >= 1 means the
+  default is at least as good), with the previous defaults' optimum in the note. At T = 100 (one
+  step per block: a rugged landscape) also the published optimum 0.08136, the authors' script
+  (0.0813770) and L-BFGS-B + 100 rounds of basin hopping.
+* per gradient: dJ/d(all step controls) by the derived adjoint kernel against CasADi's reverse mode
+  through ``mapaccum`` of the same traced step (the same numbers to rounding).
+* against the straightforward formulation: the recursion unrolled symbolically in CasADi SX,
+  IPOPT with a limited-memory Hessian on the 100 block values (N = 500, T = 100 and 316).
 
-Timings are wall clock on whatever machine runs this; on the shared 2-core development machine the
-load average was 3-5 during the measurements, which inflates them up to ~2x.
+Timings are wall clock on whatever machine runs this; the shared 2-core development machine is
+often loaded by other work (see the load line of the table), which inflates them.
 """
 from __future__ import annotations
 
@@ -31,24 +32,49 @@ import casadi as ca
 import numpy as np
 
 import opt_protocols as op
-from opt_protocols import adjoint as adj
+from opt_protocols import ad
 
 REF = dict(a=2.0, b=2.0, sigma=0.5, m=5.0)
 BLOCKS = 100
 BOUNDS = (0.0, 2.0)
-TARGETS = {(500, 316): 0.5, (500, 1000): 1.0, (2000, 10_000): 20.0}
-HOPS = 100      # basin-hopping rounds for the rugged reference case (seed 0)
+#: The defaults before the self-checking adjoint (two starts, SLSQP, tolerance 1e-12).
+OLD_DEFAULT = dict(starts=("best_constant", "power_law"), optimizer="SLSQP", tol=1e-12)
+SPEED = {(500, 316): 0.3, (500, 1000): None, (2000, 10_000): 10.0}
+QUALITY_T = (100, 316, 1000, 3162, 10_000)
+PUBLISHED, AUTHORS_SCRIPT = 0.08136, 0.0813770
+RANDOM_STARTS = 6
+HOPS = 100
 
 
 def _model(N):
     return op.load_model("random_features", N=N, **REF)
 
 
-def ours(N, T, **kw):
-    model = _model(N)
+def solve(N, T, method=None, families=()):
     t0 = time.perf_counter()
-    sol = adj.solve_adjoint(model, t_final=T, controls={"eta": BOUNDS}, intervals=BLOCKS, **kw)
+    kw = {} if method is None else {"method": method}
+    sol = op.solve(_model(N), t_final=T, controls={"eta": BOUNDS}, intervals=BLOCKS, families=families, **kw)
     return time.perf_counter() - t0, sol
+
+
+def _runs(sol):
+    return ", ".join(f"{s['start']}/{s['optimizer']} {s['objective']:.10f} ({s['evaluations']} ev)"
+                     for s in sol.stats["starts"])
+
+
+def _note(sol):
+    st = sol.stats
+    return (f"L* = {sol.objective:.12f} ({sol.status}, method {sol.method['name']}: {sol.method['chosen']}); "
+            f"runs: {_runs(sol)}; baselines {st['baseline_time']:.2f} s, optimisation {st['solve_time']:.2f} s, "
+            f"verification {st['verify_time']:.2f} s, {st['n_gradients']} gradients, kernel {st['kernel']}")
+
+
+def reference(N, T, seed=0):
+    """The best of many L-BFGS-B runs: from the best constant, the power law and random starts."""
+    rng = np.random.default_rng(seed)
+    starts = ("best_constant", "power_law") + tuple({"eta": rng.uniform(0.0, 1.0, BLOCKS)}
+                                                   for _ in range(RANDOM_STARTS))
+    return solve(N, T, op.Adjoint(starts=starts, optimizer="L-BFGS-B", tol=1e-14))
 
 
 def straightforward(N, T, eta0):
@@ -75,53 +101,95 @@ def straightforward(N, T, eta0):
             "status": st["return_status"], "iterations": st["iter_count"]}
 
 
-def _note(sol, extra=""):
-    b = sol.baselines
-    starts = ", ".join(f"{s['start']} {s['objective']:.8f}" for s in sol.stats["starts"])
-    return (f"L* = {sol.objective:.7f} ({sol.status}: {sol.return_status}; winner {sol.stats['winner']}; "
-            f"starts: {starts}); const {b['best_constant'].objective:.7f}, power law "
-            f"{b['power_law'].objective:.7f}; baselines {sol.stats['baseline_time']:.1f} s, "
-            f"{sol.stats['n_gradients']} gradients{extra}")
+def _straightforward_row(T, sol) -> dict:
+    sf = straightforward(500, T, sol.baselines["best_constant"].values["eta"])
+    t, _ = solve(500, T)
+    return {"case": f"straightforward vs ours, N=500 T={T}", "value": t, "unit": "s", "baseline": sf["time"],
+            "note": f"unrolled SX + IPOPT L-BFGS: L = {sf['objective']:.12f} (simulated {sf['simulated']:.12f}), "
+                    f"{sf['status']}, {sf['iterations']} it, build {sf['build']:.1f} s; ours {sol.objective:.12f}, "
+                    f"relative difference {(sf['objective'] - sol.objective) / sol.objective:+.1e}"
+                    + (" (rugged landscape: both are local minima)" if T == 100 else "")}
+
+
+def _best_time(f, repeats):
+    f()
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def per_gradient(N, T, repeats=5):
+    """Seconds per objective + gradient: the derived kernel and CasADi mapaccum + reverse mode."""
+    model = _model(N)
+    U = np.column_stack([0.5 + 0.3 * np.sin(np.arange(T) / 37.0), np.full(T, REF["m"])])
+    ev = ad.MapAdjoint(model, T)
+    ours = _best_time(lambda: ev.value_and_grad(U), repeats)
+    J, G = ev.value_and_grad(U)
+    x = ca.SX.sym("x", model.n_x)
+    u = ca.SX.sym("u", model.n_u)
+    step = ca.Function("step", [x, u], [model.casadi.rhs(x, u, model.c)])
+    acc = step.mapaccum("acc", T)
+    Um = ca.MX.sym("U", model.n_u, T)
+    X = acc(ca.DM(model.initial_state()), Um)
+    Jm = model.casadi.loss(X[:, -1], model.c)
+    f = ca.Function("f", [Um], [Jm, ca.gradient(Jm, Um)])
+    theirs = _best_time(lambda: f(U.T), repeats)
+    Jc, Gc = f(U.T)
+    gc = np.array(Gc).T
+    return ours, theirs, abs(J - float(Jc)) / abs(float(Jc)), float(np.max(np.abs(G - gc)) / np.max(np.abs(gc)))
 
 
 def run() -> list[dict]:
     rows = []
-    adj.get_kernel(_model(10))                       # kernel compiled / loaded from the cache
-    ours(50, 100, families=())                       # warm the numba caches of every code path
+    ad.get_kernel(_model(10))                      # kernel compiled / loaded from the cache
+    for T in (100, 400):                           # warm the numba caches of every code path
+        solve(50, T)
+        solve(50, T, op.Adjoint(**OLD_DEFAULT))
 
-    # reference, with and without basin hopping
-    t, sol = ours(500, 100)
-    rows.append({"case": "reference N=500 T=100, 2 starts", "value": t, "unit": "s",
-                 "note": _note(sol, "; published optimum 0.08136")})
-    t_ref = t
-    t, solh = ours(500, 100, hops=HOPS, optimizer="L-BFGS-B")
-    rows.append({"case": f"reference N=500 T=100, 2 starts + {HOPS} hops, L-BFGS-B", "value": t, "unit": "s",
-                 "note": _note(solh, f"; hops accepted {solh.stats['hops']['accepted']}/{HOPS}")})
-    sf = straightforward(500, 100, sol.baselines["best_constant"].values["eta"])
-    rows.append({"case": "straightforward vs ours, N=500 T=100", "value": t_ref, "unit": "s", "baseline": sf["time"],
-                 "note": f"unrolled SX + IPOPT L-BFGS: L = {sf['objective']:.7f} (simulated {sf['simulated']:.7f}), "
-                         f"{sf['status']}, {sf['iterations']} it, build {sf['build']:.1f} s; ours {sol.objective:.7f} "
-                         f"(rugged landscape: both are local minima)"})
+    for (N, T), target in SPEED.items():
+        t, sol = solve(N, T)
+        t_old, old = solve(N, T, op.Adjoint(**OLD_DEFAULT))
+        rel = (sol.objective - old.objective) / old.objective
+        rows.append({"case": f"op.solve N={N} T={T}: default vs previous default", "value": t, "unit": "s",
+                     "baseline": t_old,
+                     "note": (f"target < {target:g} s; " if target else "") + _note(sol)
+                     + f"; previous default L* = {old.objective:.12f} ({old.stats['n_gradients']} gradients), "
+                       f"default - previous = {rel:+.1e} relative"})
 
-    for (N, T), target in TARGETS.items():
-        t, sol = ours(N, T)
-        rows.append({"case": f"N={N} T={T}, 2 starts", "value": t, "unit": "s",
-                     "note": _note(sol, f"; target < {target:g} s")})
-        if (N, T) == (500, 316):
-            sf = straightforward(N, T, sol.baselines["best_constant"].values["eta"])
-            rows.append({"case": "straightforward vs ours, N=500 T=316", "value": t, "unit": "s", "baseline": sf["time"],
-                         "note": f"unrolled SX + IPOPT L-BFGS: L = {sf['objective']:.7f} (simulated "
-                                 f"{sf['simulated']:.7f}), {sf['status']}, {sf['iterations']} it, build "
-                                 f"{sf['build']:.1f} s; ours {sol.objective:.7f}, relative difference "
-                                 f"{abs(sf['objective'] - sol.objective) / sol.objective:.1e}"})
-        if N >= 2000:
-            t1, sol1 = ours(N, T, starts=("best_baseline",))
-            rows.append({"case": f"N={N} T={T}, 1 start", "value": t1, "unit": "s",
-                         "note": _note(sol1, f"; target < {target:g} s")})
+    for T in QUALITY_T:
+        _, sol = solve(500, T)
+        _, old = solve(500, T, op.Adjoint(**OLD_DEFAULT))
+        t_ref, ref = reference(500, T)
+        extra = (f"; published {PUBLISHED}, authors' script {AUTHORS_SCRIPT}, default <= authors: "
+                 f"{sol.objective <= AUTHORS_SCRIPT}") if T == 100 else ""
+        rows.append({"case": f"optimum N=500 T={T}: default vs L-BFGS-B restarts", "value": sol.objective,
+                     "unit": "loss", "baseline": ref.objective,
+                     "note": f"default {sol.objective:.12f} ({sol.stats['n_gradients']} gradients), previous default "
+                             f"{old.objective:.12f}, reference {ref.objective:.12f} (best of "
+                             f"{len(ref.stats['starts'])} L-BFGS-B runs, {t_ref:.1f} s); default - reference = "
+                             f"{(sol.objective - ref.objective) / ref.objective:+.1e}, default - previous = "
+                             f"{(sol.objective - old.objective) / old.objective:+.1e} relative{extra}"})
+        if T == 100:
+            t_h, hop = solve(500, T, op.Adjoint(hops=HOPS, optimizer="L-BFGS-B"))
+            rows.append({"case": f"optimum N=500 T=100: default vs L-BFGS-B + {HOPS} hops", "value": sol.objective,
+                         "unit": "loss", "baseline": hop.objective,
+                         "note": f"hops: {hop.objective:.10f} in {t_h:.1f} s, accepted "
+                                 f"{hop.stats['hops']['accepted']}/{HOPS}; the landscape has many local minima"})
+        if T in (100, 316):
+            rows.append(_straightforward_row(T, sol))
 
-    t, sol = ours(4000, 100_000, starts=("best_baseline",))
-    rows.append({"case": "N=4000 T=100000, 1 start", "value": t, "unit": "s",
-                 "note": _note(sol, f"; checkpoint every {sol.stats['checkpoint_every']} steps")})
+    for N, T in ((500, 1000), (2000, 1000)):
+        ours, theirs, dj, dg = per_gradient(N, T)
+        rows.append({"case": f"per gradient N={N} T={T}: derived kernel vs CasADi mapaccum", "value": ours,
+                     "unit": "s", "baseline": theirs,
+                     "note": f"same J to {dj:.1e}, same gradient to {dg:.1e} (relative)"})
+
+    t, sol = solve(4000, 100_000)
+    rows.append({"case": "op.solve N=4000 T=100000, default", "value": t, "unit": "s",
+                 "note": _note(sol) + f"; checkpoint every {sol.stats['checkpoint_every']} steps"})
     return rows
 
 

@@ -19,6 +19,25 @@ optional: ``LOSS_NAME`` how the loss is called (e.g. ``"eg"``; figures use it);
           ``sgd(p, x0, protocol, t_out, N, rng)`` a finite-N simulation of the learning process
           (see :mod:`opt_protocols.sgd`); ``METHODS``: names of module functions ``f(x, p)`` exposed
           as ``model.f(x)`` (e.g. ``overlaps``).
+
+Accepted language of the equations (``rhs``/``step``, ``loss`` and the helpers they call): what
+numba compiles, CasADi traces and, for maps, the adjoint method differentiates from the source
+(docs/adjoint.md, section 2):
+
+* scalar assignments and re-assignments, tuple unpacking (``Q, R = x[0], x[1]``), ``+=`` and the like;
+* ``for i in range(n)`` / ``range(a, b)`` loops over integers (from ``dims``), with accumulations
+  ``v = v + e`` into a value defined before the loop; values set in a loop may be read after it;
+* ``if``/``else`` and ``a if cond else b`` on conditions that do not depend on states, controls or
+  constants (CasADi cannot branch on them); ``ops.if_else(cond, a, b)`` for conditions that do;
+* names bound to arrays (``z = x``); calls of helper functions of the model file (inlined by the
+  adjoint's derivation, recursively); numeric module constants;
+* one output array from ``ops.zeros(n)``/``ops.matrix(n, m)`` written element by element and returned
+  (or, for ``loss``, a returned scalar); expressions with ``+ - * / **``, indexing, the ``ops``
+  functions, ``range``/``len``/``int``/``float``/``min``/``max``/``abs`` on integers.
+
+Outside it (NumPy or ``math`` calls, ``while``, slices, module arrays, a value carried between loop
+iterations other than by accumulation), the adjoint method uses CasADi's reverse mode instead of
+the derived kernel, slower, and warns naming the construct and its file:line.
 """
 from __future__ import annotations
 

@@ -1,10 +1,13 @@
 """Exact adjoint gradients of discrete-map models by reverse-mode source transformation.
 
-:mod:`.transform` derives the vector-Jacobian products of a model's ``step`` and ``loss`` from
-their source; :mod:`.kernel` compiles them with forward/backward drivers and evaluates objectives
-and gradients (:class:`~.kernel.MapAdjoint`).
+:mod:`.normalise` rewrites a model's ``step``/``loss`` into a single-assignment language,
+:mod:`.transform` derives their vector-Jacobian products, :mod:`.kernel` compiles them with the
+forward/backward drivers, checks them against CasADi's reverse mode (falling back to it) and
+evaluates objectives and gradients (:class:`~.kernel.MapAdjoint`). See docs/adjoint.md.
 """
-from .kernel import STORE_ALL_BYTES, Kernel, MapAdjoint, check_kernel, get_kernel
-from .transform import UnsupportedStep, derive_vjp
+from .kernel import CHECK_RTOL, STORE_ALL_BYTES, AdjointKernelWarning, Kernel, MapAdjoint, check_kernel, get_kernel
+from .normalise import UnsupportedStep
+from .transform import derive_vjp
 
-__all__ = ["STORE_ALL_BYTES", "Kernel", "MapAdjoint", "UnsupportedStep", "check_kernel", "derive_vjp", "get_kernel"]
+__all__ = ["CHECK_RTOL", "STORE_ALL_BYTES", "AdjointKernelWarning", "Kernel", "MapAdjoint", "UnsupportedStep",
+           "check_kernel", "derive_vjp", "get_kernel"]

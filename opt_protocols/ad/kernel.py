@@ -1,93 +1,85 @@
-"""Adjoint kernels of a discrete-map model: derived VJPs, compiled drivers, the CasADi fallback.
+"""Adjoint kernels of a discrete-map model: one driver source, derived or CasADi VJPs, a self-check.
 
 A kernel evaluates J = sum_t w_t loss(x_t) of a map x_{t+1} = step(x_t, u_t) under a per-step
-control table and its exact gradient by one forward and one backward (adjoint) pass.
+control table, and its exact gradient by one forward and one backward (adjoint) pass.
+
+The forward/objective/backward drivers exist once, as the source :data:`DRIVERS`, written into a
+generated module next to the VJPs and compiled by numba with the model's ``step``/``loss`` and the
+VJPs inlined. Two kinds of kernel use them:
+
+* ``"source"``: the VJPs derived from the model's source (:mod:`.transform`), compiled in the same
+  module. Before first use, the derived VJPs are compared with CasADi's reverse mode of the traced
+  step and loss at random valid states (:func:`check_kernel`); the result is cached in memory and
+  on disk next to the generated module, per model configuration. A mismatch above
+  :data:`CHECK_RTOL`, or any failure to derive or compile, falls back to the CasADi kernel with an
+  :class:`AdjointKernelWarning` that says why (for a construct outside the accepted language: which,
+  and its file:line in the model file).
+* ``"casadi"``: the forward drivers are the same compiled code; the backward driver is the same
+  source run as plain Python with the VJPs bound to CasADi Functions (reverse mode of the traced
+  step and loss): generic and exact, but slower.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import inspect
+import json
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+import types as pytypes
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
-from numba import types
 
-from ..backends.numba import LOSS_TYPE, RHS_TYPE
 from ..model import Model
-from .transform import UnsupportedStep, derive_vjp
+from .transform import Derived, UnsupportedStep, derive_vjp
 
 #: Store every state in the forward pass when that takes at most this many bytes; otherwise
-#: checkpoint every S steps and recompute each segment in the backward pass.
-STORE_ALL_BYTES = 128 * 2 ** 20
-
-v1 = types.float64[::1]
-m2 = types.float64[:, ::1]
-iv = types.int64[::1]
-
-
-def _cache_dir() -> Path | None:
-    base = os.environ.get("OPT_PROTOCOLS_CACHE") or str(Path.home() / ".cache" / "opt_protocols")
-    path = Path(base) / "adjoint"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".probe"
-        probe.write_text("")
-        probe.unlink()
-        return path
-    except OSError:
-        return None
+#: checkpoint every S ~ sqrt(T) steps and recompute each segment in the backward pass. A model step
+#: is cheap next to moving its state through memory: recomputing a segment from a checkpoint is
+#: faster than storing and reloading states once they do not fit in the caches.
+STORE_ALL_BYTES = 8 * 2 ** 20
+#: Largest relative difference between the derived VJPs and CasADi's accepted by the self-check
+#: (rounding differences are ~1e-16; a wrong derivative is off by O(1)).
+CHECK_RTOL = 1e-9
+#: Random states (and controls, adjoint vectors) of the self-check.
+CHECK_STATES = 5
+#: LLVM flags of the generated module (derived VJPs and drivers, with the model's own step and loss
+#: inlined): reassociation lets reductions (the sums over all modes in the step and in the adjoint)
+#: vectorise; rounding changes at the 1e-16 level only, so objectives agree with the simulator
+#: (compiled without these flags) to rounding (no 'nnan'/'ninf'/'afn': non-finite values keep their
+#: IEEE meaning and elementary functions are not approximated).
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+#: The forward pass checks that the state is finite every this many steps (and at the end).
+CHECK_EVERY = 64
 
 
-@dataclass
-class Kernel:
-    """Compiled pieces for one model module.
-
-    ``kind="source"``: ``module`` is the generated module holding the derived ``step_vjp`` and
-    ``loss_vjp`` and the numba drivers ``forward``, ``backward``, ``objective`` that call the
-    model's ``step``/``loss`` directly (inlined; compiled and cached on disk like the model).
-    ``kind="casadi"``: the VJPs come from CasADi (see :class:`MapAdjoint`); the drivers are the
-    generic first-class-function ones of this module. ``step``/``loss``: the model's numba entry points.
-    """
-
-    kind: str
-    step: Any
-    loss: Any
-    module: Any = None
-    source: str = ""
-    build_time: float = 0.0
-    reason: str = ""
-
-    @property
-    def vjp(self):
-        return self.module.step_vjp
-
-    @property
-    def loss_vjp(self):
-        return self.module.loss_vjp
+class AdjointKernelWarning(UserWarning):
+    """The derived adjoint kernel is not used (the CasADi kernel is, slower); the message says why."""
 
 
-_KERNELS: dict[str, Kernel] = {}
-#: LLVM flags for the derived VJPs: reassociation lets the adjoint reductions (e.g. the sums into
-#: d/d eta over all modes) vectorise, ~2.7x faster at N = 2000; rounding changes at the 1e-16
-#: level only (no 'nnan'/'ninf': non-finite values keep their IEEE meaning). The forward pass is
-#: the model's own step, compiled without these flags.
-VJP_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+#: The forward, objective and backward passes: one source for both kinds of kernel. ``_step``,
+#: ``_loss`` are the model's functions, ``step_vjp``/``loss_vjp`` ADD bar^T d(step)/d(x, u) and
+#: bar * d(loss)/dx into their last arguments (``step_vjp`` may overwrite its bar, p here).
+DRIVERS = '''
 
-#: Forward/backward drivers appended to every generated module: they call the model's step and
-#: loss (``_step``, ``_loss``) and the derived VJPs directly, so numba inlines them.
-_DRIVERS = """
+@_jit
+def _finite(x):
+    for i in range(x.shape[0]):
+        if not np.isfinite(x[i]):
+            return False
+    return True
 
-@numba.njit(cache=True)
+
+@_jit
 def forward(x0, c, dims, U, w, S, Xs, xT):
     # J = sum_t w_t loss(x_t); x_t stored at t = 0, S, 2S, ... in Xs and x_T in xT; status 1 = overflow
+    # (checked every CHECK_EVERY steps and at the end: the state of an overflowing run stays non-finite)
     T = U.shape[0]
     x = x0.copy()
     J = 0.0
@@ -97,17 +89,18 @@ def forward(x0, c, dims, U, w, S, Xs, xT):
         if t % S == 0:
             Xs[t // S] = x
         x = _step(x, U[t], c, dims)
-        for i in range(x.shape[0]):
-            if not np.isfinite(x[i]):
-                xT[:] = np.nan
-                return np.inf, 1
+        if t % CHECK_EVERY == 0 and not _finite(x):
+            xT[:] = np.nan
+            return np.inf, 1
         if w[t + 1] != 0.0:
             J += w[t + 1] * _loss(x, c, dims)
     xT[:] = x
+    if not (_finite(x) and np.isfinite(J)):
+        return np.inf, 1
     return J, 0
 
 
-@numba.njit(cache=True)
+@_jit
 def objective(x0, c, dims, U, w):
     T = U.shape[0]
     x = x0.copy()
@@ -118,13 +111,10 @@ def objective(x0, c, dims, U, w):
         x = _step(x, U[t], c, dims)
         if w[t + 1] != 0.0:
             J += w[t + 1] * _loss(x, c, dims)
-    for i in range(x.shape[0]):
-        if not np.isfinite(x[i]):
-            return np.inf
-    return J if np.isfinite(J) else np.inf
+    return J if _finite(x) and np.isfinite(J) else np.inf
 
 
-@numba.njit(cache=True)
+@_jit
 def backward(Xs, xT, S, c, dims, U, w, G):
     # adjoint pass: G[t] = dJ/du_t for every step; returns dJ/dx_0
     T = U.shape[0]
@@ -135,14 +125,14 @@ def backward(Xs, xT, S, c, dims, U, w, G):
     g = np.zeros(n_u)
     if w[T] != 0.0:
         loss_vjp(xT, c, dims, w[T], p)
-    buf = np.empty((min(S, T), n_x))
     n_seg = (T + S - 1) // S
     for seg in range(n_seg - 1, -1, -1):
         t0 = seg * S
         t1 = min(T, t0 + S)
-        buf[0] = Xs[seg]
+        # the segment's states, recomputed from its checkpoint (kept as the step returns them: no copies)
+        buf = [Xs[seg]]
         for t in range(t0, t1 - 1):
-            buf[t - t0 + 1] = _step(buf[t - t0], U[t], c, dims)
+            buf.append(_step(buf[t - t0], U[t], c, dims))
         for t in range(t1 - 1, t0 - 1, -1):
             q[:] = 0.0
             g[:] = 0.0
@@ -152,82 +142,59 @@ def backward(Xs, xT, S, c, dims, U, w, G):
                 loss_vjp(buf[t - t0], c, dims, w[t], q)
             p, q = q, p
     return p
-"""
+'''
 
 
-def _module_source(module, step_src: str, loss_src: str, used: set[str]) -> str:
-    """The generated module: model import, inlined numeric globals, derived VJPs, drivers."""
-    model_src = inspect.getsource(module)
-    head = ["# generated by opt_protocols.adjoint from " + str(getattr(module, "__file__", module.__name__)),
-            "# model source sha1 " + hashlib.sha1(model_src.encode()).hexdigest(),
-            "# reverse-mode source transformation of step() and loss(); do not edit",
-            "import math", "import sys", "", "import numba", "import numpy as np", "",
-            "from opt_protocols import ops", "",
-            f"_model = sys.modules[{module.__name__!r}]",
-            "_step = _model.step", "_loss = _model.loss", ""]
-    g = vars(module)
-    for name in sorted(used):
-        if name in ("ops", "math", "np", "range", "len", "int", "float", "min", "max", "abs") or name not in g:
-            continue
-        val = g[name]
-        if isinstance(val, (bool, int, float, np.integer, np.floating)):
-            head.append(f"{name} = {val!r}")
-        else:
-            raise UnsupportedStep(f"the step reads the module global {name!r} ({type(val).__name__}): "
-                                  f"only numbers can be inlined")
-    fm = f"@numba.njit(cache=True, fastmath=set({sorted(VJP_FASTMATH)!r}))\n"
-    return ("\n".join(head) + "\n\n" + fm + step_src + "\n\n" + fm + loss_src + _DRIVERS)
+def _cache_dir() -> Path | None:
+    base = os.environ.get("OPT_PROTOCOLS_CACHE") or str(Path.home() / ".cache" / "opt_protocols")
+    path = Path(base) / "adjoint"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+        return path
+    except OSError:
+        return None
 
 
-def get_kernel(model: Model, kind: str = "auto") -> Kernel:
-    """The adjoint kernel of ``model``'s module (cached per module and kind).
-
-    ``kind``: ``"source"`` (VJP by source transformation, compiled by numba), ``"casadi"``
-    (VJP of the traced CasADi step, evaluated step by step: generic but slow), or ``"auto"``
-    (source, falling back to casadi when the model's code is outside the supported subset).
-    """
-    if model.kind != "map":
-        raise ValueError(f"model {model.name!r} is an ODE: the adjoint method handles discrete maps (KIND='map')")
-    if kind not in ("auto", "source", "casadi"):
-        raise ValueError(f"kernel {kind!r}: expected 'auto', 'source' or 'casadi'")
-    module = model.module
-    key = f"{module.__name__}:{getattr(module, '__file__', '')}:{kind}"
-    if key in _KERNELS:
-        return _KERNELS[key]
-    t0 = time.perf_counter()
-    nb = model.numba          # registers the model's functions with numba (register_jitable)
-    if kind in ("auto", "source"):
-        try:
-            step_src, used1 = derive_vjp(module.step, (0, 1), "step_vjp")
-            loss_src, used2 = derive_vjp(module.loss, (0,), "loss_vjp")
-            src = _module_source(module, step_src, loss_src, used1 | used2)
-            gen = _load_generated(src)
-            k = Kernel("source", nb.rhs, nb.loss, gen, src, time.perf_counter() - t0)
-            _KERNELS[key] = k
-            return k
-        except UnsupportedStep as exc:
-            if kind == "source":
-                raise
-            reason = str(exc)
-    else:
-        reason = "requested"
-    k = Kernel("casadi", nb.rhs, nb.loss, None, "", time.perf_counter() - t0, reason)
-    _KERNELS[key] = k
-    return k
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
-def _load_generated(src: str):
+def _module_source(module, kind: str, vjps: list[Derived]) -> str:
+    """The generated module: model import, derived VJPs (kind "source"), the drivers."""
+    modules = sorted({module.__name__} | {m for d in vjps for m in d.modules})
+    head = [f"# generated by opt_protocols.ad.kernel ({kind} kernel) from "
+            + str(getattr(module, "__file__", module.__name__)), "# do not edit"]
+    for name in modules:       # the digest of this file changes with any code it compiles
+        mod = sys.modules.get(name)
+        head.append(f"# source sha1 of {name}: {_sha1(inspect.getsource(mod)) if mod else '?'}")
+    head += ["import math", "import sys", "", "import numba", "import numpy as np", "",
+             "from opt_protocols import ops", "",
+             f"_model = sys.modules[{module.__name__!r}]",
+             "_step = _model.step", "_loss = _model.loss", f"CHECK_EVERY = {CHECK_EVERY}",
+             f"_jit = numba.njit(cache=True, fastmath=set({sorted(FASTMATH)!r}))", ""]
+    allowed = {"ops", "math", "np", "range", "len", "int", "float", "min", "max", "abs"}
+    for d in vjps:
+        extra = d.globals - allowed
+        if extra:
+            raise UnsupportedStep(f"the derived code reads the global(s) {', '.join(sorted(extra))}")
+    return "\n".join(head) + "\n\n" + "\n\n".join("@_jit\n" + d.source for d in vjps) + DRIVERS
+
+
+def _load_generated(src: str) -> tuple[pytypes.ModuleType, Path]:
     """Import the generated module from a file in the cache directory (so that numba caches the
-    compiled code on disk), else from memory (a temporary file is still needed by numba)."""
-    digest = hashlib.sha1(src.encode()).hexdigest()[:16]
+    compiled code on disk; a temporary directory if the cache directory is not writable)."""
+    digest = _sha1(src)[:16]
     mod_name = f"opt_protocols_adjoint_{digest}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
     d = _cache_dir()
     if d is None:
         import tempfile
         d = Path(tempfile.mkdtemp(prefix="opt_protocols_adjoint_"))
     path = d / f"vjp_{digest}.py"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name], path
     if not path.exists() or path.read_text() != src:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(src)
@@ -240,86 +207,242 @@ def _load_generated(src: str):
     except Exception:
         del sys.modules[mod_name]
         raise
-    return mod
+    return mod, path
 
 
-def check_kernel(model: Model, n: int = 5, seed: int = 0) -> float:
-    """Largest relative difference between the derived VJPs and CasADi's (reverse mode of the
-    traced step and loss) at ``n`` random valid states, controls and adjoint vectors."""
+@dataclass
+class Kernel:
+    """The adjoint kernel of one model configuration.
+
+    ``kind``: ``"source"`` (derived VJPs) or ``"casadi"``; ``module``: the generated module (the
+    drivers, and for kind source the derived ``step_vjp``/``loss_vjp``); ``reason``: why the CasADi
+    kernel is used (empty for the source kernel); ``check``: the self-check record of the derived
+    VJPs (``error``: largest relative difference from CasADi's reverse mode, ``states``, ``cached``).
+    """
+
+    kind: str
+    module: Any
+    source: str
+    build_time: float = 0.0
+    reason: str = ""
+    check: dict = field(default_factory=dict)
+
+    @property
+    def note(self) -> str:
+        """One line for Solution.stats: what the kernel is and why."""
+        if self.kind == "source":
+            return (f"derived VJPs, checked against CasADi reverse mode at {self.check.get('states')} random "
+                    f"states: relative error {self.check.get('error', float('nan')):.1e}")
+        return self.reason
+
+    def drivers(self, model: Model) -> tuple[Any, Any, Any]:
+        """(forward, objective, backward) for ``model`` (see :data:`DRIVERS`)."""
+        m = self.module
+        if self.kind == "source":
+            return m.forward, m.objective, m.backward
+        step_vjp, loss_vjp = _casadi_vjps(model)
+        names = {**vars(m), "_step": model.numba.rhs, "step_vjp": step_vjp, "loss_vjp": loss_vjp}
+        py = m.backward.py_func
+        backward = pytypes.FunctionType(py.__code__, names, py.__name__)
+        return m.forward, m.objective, backward
+
+
+def _casadi_functions(model: Model):
+    """CasADi reverse mode of the traced step and loss: vjp(x, u, c, p) -> (J_x^T p, J_u^T p) and
+    grad(x, c) -> dloss/dx."""
     import casadi as ca
-    k = get_kernel(model, "source")
     x = ca.SX.sym("x", model.n_x)
     u = ca.SX.sym("u", model.n_u)
     c = ca.SX.sym("c", model.c.size)
     p = ca.SX.sym("p", model.n_x)
     y = model.casadi.rhs(x, u, c)
-    ref = ca.Function("vjp", [x, u, c, p], [ca.jtimes(y, x, p, True), ca.jtimes(y, u, p, True)])
-    lref = ca.Function("lvjp", [x, c], [ca.gradient(model.casadi.loss(x, c), x)])
+    vjp = ca.Function("vjp", [x, u, c, p], [ca.jtimes(y, x, p, True), ca.jtimes(y, u, p, True)])
+    grad = ca.Function("lgrad", [x, c], [ca.gradient(model.casadi.loss(x, c), x)])
+    return vjp, grad
+
+
+def _casadi_vjps(model: Model):
+    """``step_vjp``/``loss_vjp`` with the signature of the derived ones, evaluated by CasADi."""
+    vjp, grad = _casadi_functions(model)
+
+    def step_vjp(x, u, c, dims, bar, xb, ub):
+        rx, ru = vjp(x, u, c, bar)
+        xb += rx.full().ravel()
+        ub += ru.full().ravel()
+        return 0
+
+    def loss_vjp(x, c, dims, bar, xb):
+        xb += bar * grad(x, c).full().ravel()
+        return 0
+
+    return step_vjp, loss_vjp
+
+
+def _check_controls(model: Model, rng: np.random.Generator) -> np.ndarray:
+    out = []
+    for ctl in model.controls.values():
+        lo = max(ctl.lo, 0.05) if ctl.lo > -math.inf else -1.0
+        hi = min(ctl.hi, lo + 2.0) if math.isfinite(ctl.hi) else lo + 2.0
+        out.append(rng.uniform(lo, hi) if hi > lo else lo)
+    return np.array(out)
+
+
+def _compare(module, model: Model, n: int, seed: int) -> float:
+    vjp, grad = _casadi_functions(model)
     rng = np.random.default_rng(seed)
     worst = 0.0
     for _ in range(n):
         xv = model.random_state(rng)
-        uv = np.array([rng.uniform(max(ctl.lo, 0.05), min(ctl.hi, ctl.lo + 2.0) if math.isfinite(ctl.hi)
-                                   else max(ctl.lo, 0.05) + 2.0) for ctl in model.controls.values()])
+        uv = _check_controls(model, rng)
         pv = rng.standard_normal(model.n_x)
         xb, ub = np.zeros(model.n_x), np.zeros(model.n_u)
-        k.vjp(xv, uv, model.c, model.dims, pv, xb, ub)
-        rx, ru = (np.array(v).ravel() for v in ref(xv, uv, model.c, pv))
+        module.step_vjp(xv, uv, model.c, model.dims, pv.copy(), xb, ub)     # (it overwrites its bar)
+        rx, ru = (v.full().ravel() for v in vjp(xv, uv, model.c, pv))
         lb = np.zeros(model.n_x)
-        k.loss_vjp(xv, model.c, model.dims, 1.7, lb)
-        rl = 1.7 * np.array(lref(xv, model.c)).ravel()
-        for a, b in ((xb, rx), (ub, ru), (lb, rl)):
-            worst = max(worst, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)))
+        module.loss_vjp(xv, model.c, model.dims, 1.7, lb)
+        rl = 1.7 * grad(xv, model.c).full().ravel()
+        for ours, ref in (((xb, ub), (rx, ru)), ((lb,), (rl,))):
+            scale = max(max(float(np.max(np.abs(r), initial=0.0)) for r in ref), 1e-300)
+            diff = max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(ours, ref))
+            worst = max(worst, diff / scale if np.isfinite(diff) else math.inf)
     return worst
 
 
+def check_kernel(model: Model, n: int = CHECK_STATES, seed: int = 0) -> float:
+    """Largest relative difference between the derived VJPs of ``model`` and CasADi's reverse mode
+    (jtimes of the traced step, gradient of the traced loss) at ``n`` random valid states
+    (``model.random_state``), controls and adjoint vectors; relative to the largest entry of the
+    reference VJP. Raises :class:`UnsupportedStep` if the VJPs cannot be derived."""
+    module, _, _ = _generated(model.module, "source")
+    return _compare(module, model, n, seed)
+
+
 # =============================================================================================
-# Forward and backward passes (numba)
+# Building, checking and caching kernels
 # =============================================================================================
 
-OK, NOT_FINITE = 0, 1
+_GENERATED: dict[tuple[str, str], tuple[Any, str, Path]] = {}
+_KERNELS: dict[tuple, Kernel] = {}
+_CHECKS: dict[tuple[str, str], dict] = {}
 
 
-@numba.njit(types.Tuple((types.float64, types.int64))(RHS_TYPE, LOSS_TYPE, v1, v1, iv, m2, v1, types.int64, m2,
-                                                       v1), cache=True)
-def _forward(step, loss, x0, c, dims, U, w, S, Xs, xT):
-    """J = sum_t w_t loss(x_t); stores x_t at t = 0, S, 2S, ... in Xs and x_T in xT."""
-    T = U.shape[0]
-    x = x0.copy()
-    J = 0.0
-    if w[0] != 0.0:
-        J += w[0] * loss(x, c, dims)
-    for t in range(T):
-        if t % S == 0:
-            Xs[t // S] = x
-        x = step(x, U[t], c, dims)
-        for i in range(x.shape[0]):
-            if not np.isfinite(x[i]):
-                xT[:] = np.nan
-                return np.inf, NOT_FINITE
-        if w[t + 1] != 0.0:
-            J += w[t + 1] * loss(x, c, dims)
-    xT[:] = x
-    return J, OK
+def _module_key(module) -> str:
+    return f"{module.__name__}:{getattr(module, '__file__', '')}"
 
 
-@numba.njit(types.float64(RHS_TYPE, LOSS_TYPE, v1, v1, iv, m2, v1), cache=True)
-def _objective_only(step, loss, x0, c, dims, U, w):
-    T = U.shape[0]
-    x = x0.copy()
-    J = 0.0
-    if w[0] != 0.0:
-        J += w[0] * loss(x, c, dims)
-    for t in range(T):
-        x = step(x, U[t], c, dims)
-        if w[t + 1] != 0.0:
-            J += w[t + 1] * loss(x, c, dims)
-    if not np.isfinite(J):
-        return np.inf
-    for i in range(x.shape[0]):
-        if not np.isfinite(x[i]):
-            return np.inf
-    return J
+def _generated(module, kind: str) -> tuple[Any, str, Path]:
+    """The generated module of ``kind`` for a model module (derived and written once per process)."""
+    key = (_module_key(module), kind)
+    if key not in _GENERATED:
+        vjps = []
+        if kind == "source":
+            vjps = [derive_vjp(module.step, (0, 1), "step_vjp"), derive_vjp(module.loss, (0,), "loss_vjp")]
+        src = _module_source(module, kind, vjps)
+        mod, path = _load_generated(src)
+        _GENERATED[key] = (mod, src, path)
+    return _GENERATED[key]
+
+
+def _config_key(model: Model) -> str:
+    return _sha1(json.dumps(model.params, sort_keys=True, default=repr) + repr(model.dims.tolist()))
+
+
+def _checked(model: Model, module, src: str, path: Path) -> dict:
+    """The self-check record of a derived kernel for this model configuration (memory, disk, or run now)."""
+    digest, config = _sha1(src), _config_key(model)
+    if (digest, config) in _CHECKS:
+        return _CHECKS[(digest, config)]
+    record_path = path.with_suffix(".checks.json")
+    try:
+        records = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        records = {}
+    rec = records.get(config)
+    if rec is not None and rec.get("digest") == digest and rec.get("states", 0) >= CHECK_STATES:
+        rec = {**rec, "cached": True}
+    else:
+        err = _compare(module, model, CHECK_STATES, 0)
+        _compile_drivers(module, model)
+        rec = {"digest": digest, "error": err, "states": CHECK_STATES, "tol": CHECK_RTOL, "model": model.name}
+        records[config] = rec
+        try:
+            tmp = record_path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(records, indent=1))
+            os.replace(tmp, record_path)
+        except OSError:
+            pass
+        rec = {**rec, "cached": False}
+    _CHECKS[(digest, config)] = rec
+    return rec
+
+
+def _compile_drivers(module, model: Model) -> None:
+    """Run the compiled drivers once on two steps (compiles them, so that a failure falls back too)."""
+    T = 2
+    U = np.repeat(_check_controls(model, np.random.default_rng(1))[None, :], T, axis=0)
+    w = np.array([0.0, 0.5, 0.5])
+    Xs, xT = np.empty((T, model.n_x)), np.empty(model.n_x)
+    x0 = model.initial_state()
+    module.forward(x0, model.c, model.dims, U, w, 1, Xs, xT)
+    module.objective(x0, model.c, model.dims, U, w)
+    module.backward(Xs, xT, 1, model.c, model.dims, U, w, np.zeros_like(U))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UnsupportedStep):
+        return str(exc)
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else ''}"
+
+
+def get_kernel(model: Model, kind: str = "auto") -> Kernel:
+    """The adjoint kernel of ``model`` (cached per module, kind and model configuration).
+
+    ``kind``: ``"auto"`` (the derived kernel if it can be derived, compiles and passes the
+    self-check, else the CasADi kernel with an :class:`AdjointKernelWarning`), ``"source"`` (the
+    derived kernel; an error if it cannot be derived or fails the check) or ``"casadi"``.
+    """
+    if model.kind != "map":
+        raise ValueError(f"model {model.name!r} is an ODE: the adjoint method handles discrete maps (KIND='map')")
+    if kind not in ("auto", "source", "casadi"):
+        raise ValueError(f"kernel {kind!r}: expected 'auto', 'source' or 'casadi'")
+    key = (_module_key(model.module), kind, _config_key(model))
+    if key in _KERNELS:
+        return _KERNELS[key]
+    t0 = time.perf_counter()
+    _ = model.numba               # registers the model's functions with numba (register_jitable)
+    reason = "requested"
+    if kind != "casadi":
+        try:
+            module, src, path = _generated(model.module, "source")
+            rec = _checked(model, module, src, path)
+        except Exception as exc:
+            if kind == "source":
+                raise
+            reason = f"the derived adjoint kernel could not be built: {_describe(exc)}"
+        else:
+            if rec["error"] <= CHECK_RTOL:
+                k = Kernel("source", module, src, time.perf_counter() - t0, "", rec)
+                _KERNELS[key] = k
+                return k
+            reason = (f"the derived adjoint kernel failed its self-check: relative error {rec['error']:.2e} > "
+                      f"{CHECK_RTOL:g} against CasADi's reverse mode at {rec['states']} random states")
+            if kind == "source":
+                raise ValueError(f"model {model.name!r}: {reason}")
+        warnings.warn(f"model {model.name!r}: {reason}; using CasADi's reverse mode instead (exact, slower)",
+                      AdjointKernelWarning, stacklevel=3)
+    module, src, _ = _generated(model.module, "casadi")
+    k = Kernel("casadi", module, src, time.perf_counter() - t0, reason)
+    _KERNELS[key] = k
+    return k
+
+
+# =============================================================================================
+# Objective and gradient of a control table
+# =============================================================================================
+
+#: Status of the forward pass: the states stayed finite.
+OK = 0
 
 
 class MapAdjoint:
@@ -340,6 +463,7 @@ class MapAdjoint:
         self.x0 = model.initial_state() if x0 is None else model.check_state(x0)
         self.c = np.ascontiguousarray(model.c if c is None else c, dtype=float)
         self.kernel = get_kernel(model, kernel)
+        self._forward, self._objective, self._backward = self.kernel.drivers(model)
         self.w = np.zeros(self.T + 1)
         if objective == "final":
             self.w[-1] = 1.0
@@ -357,63 +481,25 @@ class MapAdjoint:
         self.xT = np.empty(n_x)
         self.n_forward = 0
         self.n_backward = 0
-        if self.kernel.kind == "casadi":
-            self._casadi_vjp()
-
-    def _casadi_vjp(self):
-        import casadi as ca
-        m = self.model
-        x = ca.SX.sym("x", m.n_x)
-        u = ca.SX.sym("u", m.n_u)
-        p = ca.SX.sym("p", m.n_x)
-        y = m.casadi.rhs(x, u, self.c)
-        self._cvjp = ca.Function("vjp", [x, u, p], [ca.jtimes(y, x, p, True), ca.jtimes(y, u, p, True)])
-        self._cgrad = ca.Function("lgrad", [x], [ca.gradient(m.casadi.loss(x, self.c), x)])
 
     def value(self, U: np.ndarray) -> float:
         """J under the control table U (inf if the states overflow)."""
         U = np.ascontiguousarray(U, dtype=float)
         self.n_forward += 1
-        k = self.kernel
-        if k.kind == "source":
-            return float(k.module.objective(self.x0, self.c, self.model.dims, U, self.w))
-        return float(_objective_only(k.step, k.loss, self.x0, self.c, self.model.dims, U, self.w))
+        return float(self._objective(self.x0, self.c, self.model.dims, U, self.w))
 
     def value_and_grad(self, U: np.ndarray) -> tuple[float, np.ndarray]:
         U = np.ascontiguousarray(U, dtype=float)
         if U.shape != (self.T, self.model.n_u):
             raise ValueError(f"controls: expected shape {(self.T, self.model.n_u)}, got {U.shape}")
-        k = self.kernel
         dims = self.model.dims
-        if k.kind == "source":
-            J, status = k.module.forward(self.x0, self.c, dims, U, self.w, self.S, self.Xs, self.xT)
-        else:
-            J, status = _forward(k.step, k.loss, self.x0, self.c, dims, U, self.w, self.S, self.Xs, self.xT)
+        J, status = self._forward(self.x0, self.c, dims, U, self.w, self.S, self.Xs, self.xT)
         self.n_forward += 1
         G = np.zeros_like(U)
         if status != OK:
             return float("inf"), G
         self.n_backward += 1
-        if k.kind == "source":
-            k.module.backward(self.Xs, self.xT, self.S, self.c, dims, U, self.w, G)
-        else:
-            self._backward_casadi(U, G)
+        self._backward(self.Xs, self.xT, self.S, self.c, dims, U, self.w, G)
+        if not np.all(np.isfinite(G)):     # a state overflowed between the forward pass's checks
+            return float("inf"), np.zeros_like(U)
         return float(J), G
-
-    def _backward_casadi(self, U, G):
-        k = self.kernel
-        dims = self.model.dims
-        T, S = self.T, self.S
-        p = self.w[T] * np.array(self._cgrad(self.xT)).ravel()
-        for seg in range((T + S - 1) // S - 1, -1, -1):
-            t0, t1 = seg * S, min(T, seg * S + S)
-            buf = [self.Xs[seg]]
-            for t in range(t0, t1 - 1):
-                buf.append(k.step(buf[-1], U[t], self.c, dims))
-            for t in range(t1 - 1, t0 - 1, -1):
-                px, pu = self._cvjp(buf[t - t0], U[t], p)
-                G[t] = np.array(pu).ravel()
-                p = np.array(px).ravel()
-                if self.w[t] != 0.0:
-                    p = p + self.w[t] * np.array(self._cgrad(buf[t - t0])).ravel()
-

@@ -1,22 +1,20 @@
 """Reverse-mode source transformation of a model's ``step`` and ``loss`` (one source of the equations).
 
-The function's AST is differentiated statement by statement, loops are kept as loops (reversed,
-with the loop body's local values recomputed in each reversed iteration; accumulations ``v = v + e``
-are transposed without a tape), and the generated Python is compiled by numba like the model itself
-(:mod:`opt_protocols.ad.kernel`). The accepted language is documented in :class:`_Transformer`.
+The function is first rewritten into a single-assignment language (:mod:`.normalise`: helpers
+inlined, tuple unpacking, re-assignments, aliases, conditional expressions); its AST is then
+differentiated statement by statement. Loops are kept as loops (reversed, with the loop body's
+local values recomputed in each reversed iteration; accumulations ``v = v + e`` are transposed
+without a tape; a value set in a loop and read after it hands its adjoint to the last reversed
+iteration), and the generated Python is compiled by numba like the model itself
+(:mod:`opt_protocols.ad.kernel`). The accepted language: docs/adjoint.md, section 2.
 """
 from __future__ import annotations
 
 import ast
-import inspect
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-
-class UnsupportedStep(ValueError):
-    """The model's step/loss uses a construct the source transformation cannot differentiate."""
-
+from .normalise import EXIT, PASSIVE_CALLS, UnsupportedStep, _accumulation_of, _is_array_call, located, normalise
 
 #: d f(a)/da for the unary functions of the ``ops`` vocabulary (a: source of the argument).
 _UNARY_DERIV = {
@@ -34,7 +32,6 @@ _UNARY_DERIV = {
     "erf": lambda a: f"(1.1283791670955126 * ops.exp(-({a}) * ({a})))",
     "fabs": lambda a: f"(1.0 if ({a}) > 0.0 else (-1.0 if ({a}) < 0.0 else 0.0))",
 }
-_PASSIVE_CALLS = {"range", "len", "int", "float", "min", "max", "abs"}
 
 
 def _src(node: ast.AST) -> str:
@@ -51,33 +48,6 @@ def _is_number(s: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-class _Rewrite(ast.NodeTransformer):
-    """Expand composite ``ops`` functions into primitives with known derivatives (same values)."""
-
-    def __init__(self, eps: float):
-        self.eps = eps
-
-    def _call(self, name, *args):
-        return ast.Call(func=ast.Attribute(value=ast.Name(id="ops", ctx=ast.Load()), attr=name, ctx=ast.Load()),
-                        args=list(args), keywords=[])
-
-    def visit_Call(self, node):
-        self.generic_visit(node)
-        f = node.func
-        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "ops":
-            a = node.args
-            if f.attr == "clip":
-                return self._call("fmin", self._call("fmax", a[0], a[1]), a[2])
-            if f.attr in ("safe_asin", "safe_acos"):
-                lo, hi = ast.Constant(-1.0 + self.eps), ast.Constant(1.0 - self.eps)
-                return self._call(f.attr[5:], self._call("fmin", self._call("fmax", a[0], lo), hi))
-            if f.attr == "safe_sqrt":
-                return self._call("sqrt", self._call("fmax", a[0], ast.Constant(self.eps)))
-            if f.attr == "power":
-                return ast.BinOp(left=a[0], op=ast.Pow(), right=a[1])
-        return node
 
 
 @dataclass
@@ -104,81 +74,51 @@ class _Scope:
 
 
 class _Transformer:
-    """Reverse mode for the restricted language of model equations.
+    """Reverse mode for the single-assignment language produced by :func:`.normalise.normalise`.
 
-    Supported: scalar assignments (each variable assigned once per scope), accumulations
-    ``v = v + e`` / ``v = v - e`` / ``v += e`` (v not read elsewhere in the accumulating loop),
-    ``for i in range(a[, b])`` loops, ``if`` on passive (non-differentiable) conditions,
-    element writes into one output array created with ``ops.zeros``/``ops.matrix`` and returned,
-    or a returned scalar expression; expressions with + - * / **, unary -, the ``ops``
-    functions, indexing of the inputs. Everything else raises :class:`UnsupportedStep`.
+    Statements: scalar assignments (each name assigned once per scope; the branches of an ``if``
+    may both assign it), accumulations ``v = v + e`` / ``v = v - e`` into a value of an enclosing
+    scope (v not read elsewhere in the accumulating loop), exit copies of values set in a loop,
+    ``for i in range(a[, b])`` loops, ``if`` statements (the condition is re-evaluated, not
+    differentiated), element writes ``out[i] = e`` and ``out[i] += e`` into one output array
+    created with ``ops.zeros``/``ops.matrix`` and returned, or a returned scalar expression.
+    Expressions: + - * / **, unary -, the ``ops`` functions, indexing of the inputs, passive
+    calls (``range``, ``len``, ...). Everything else raises :class:`UnsupportedStep`.
     """
 
     def __init__(self, fn: Callable, active_args: Sequence[int], eps: float):
-        src = textwrap.dedent(inspect.getsource(fn))
-        tree = ast.parse(src)
-        fdef = tree.body[0]
-        if not isinstance(fdef, ast.FunctionDef):
-            raise UnsupportedStep(f"{fn.__name__}: not a plain function definition")
-        fdef = _Rewrite(eps).visit(fdef)
-        ast.fix_missing_locations(fdef)
+        low = normalise(fn, eps)
         self.fn = fn
-        self.args = [a.arg for a in fdef.args.args]
+        self.modules = low.modules
+        self.args = low.args
         self.active_arrays = {self.args[i] for i in active_args}
-        body = [s for s in fdef.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-        self.body = [self._normalise(s) for s in body]
+        self.body = low.body
         self.out_array: str | None = None
         self.ret_expr: ast.AST | None = None
-        ret = self.body[-1] if self.body else None
-        if not isinstance(ret, ast.Return) or ret.value is None:
-            raise UnsupportedStep(f"{fn.__name__}: must end with a return statement")
-        self.body = self.body[:-1]
         self.arrays: set[str] = set()
         self.finalised: set[str] = set()
         self.scope_of: dict[int, _Scope] = {}
         self.acc_of_loop: dict[int, set] = {}
         self.top = _Scope()
         self._check_block(self.body, self.top, [])
-        if isinstance(ret.value, ast.Name) and ret.value.id in self.arrays:
-            self.out_array = ret.value.id
+        ret = low.ret
+        if isinstance(ret, ast.Name) and ret.id in self.arrays:
+            self.out_array = ret.id
         else:
-            self.ret_expr = ret.value
-            self._check_reads(ret.value, self.top, [])
+            self.ret_expr = ret
+            self._check_reads(ret, self.top, [])
         self.active: set[str] = set()
         self._activity()
         self.tmp = 0
-        self.globals_used: set[str] = set()
 
-    # ---- normalisation and checks ------------------------------------------------------------
-    def _normalise(self, s):
-        if isinstance(s, ast.AugAssign):
-            if not isinstance(s.target, ast.Name):
-                raise UnsupportedStep(f"augmented assignment to {_src(s.target)!r}")
-            if not isinstance(s.op, (ast.Add, ast.Sub)):
-                raise UnsupportedStep(f"augmented assignment {_src(s)!r}: only += and -=")
-            return ast.copy_location(ast.Assign(targets=[ast.Name(id=s.target.id, ctx=ast.Store())],
-                                                value=ast.BinOp(left=ast.Name(id=s.target.id, ctx=ast.Load()),
-                                                                op=s.op, right=s.value)), s)
-        if isinstance(s, ast.For):
-            s.body = [self._normalise(b) for b in s.body if not isinstance(b, ast.Pass)]
-            if s.orelse:
-                raise UnsupportedStep("for ... else")
-        if isinstance(s, ast.If):
-            s.body = [self._normalise(b) for b in s.body if not isinstance(b, ast.Pass)]
-            s.orelse = [self._normalise(b) for b in s.orelse if not isinstance(b, ast.Pass)]
-        return s
-
+    # ---- checks ------------------------------------------------------------------------------
     @staticmethod
     def _accumulation(s) -> tuple[str, ast.AST, int] | None:
         """(v, e, sign) if ``s`` is ``v = v + e`` or ``v = v - e`` with e free of v."""
-        if not (isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)):
+        if getattr(s, EXIT, None) is not None or _accumulation_of(s) is None:
             return None
-        v, e = s.targets[0].id, s.value
-        if isinstance(e, ast.BinOp) and isinstance(e.op, (ast.Add, ast.Sub)) \
-                and isinstance(e.left, ast.Name) and e.left.id == v \
-                and not any(isinstance(n, ast.Name) and n.id == v for n in ast.walk(e.right)):
-            return v, e.right, (1 if isinstance(e.op, ast.Add) else -1)
-        return None
+        e = s.value
+        return s.targets[0].id, e.right, (1 if isinstance(e.op, ast.Add) else -1)
 
     def _names_read(self, node):
         return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
@@ -186,20 +126,20 @@ class _Transformer:
     def _check_reads(self, node, scope, loops):
         for n in ast.walk(node):
             if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id in self.arrays:
-                raise UnsupportedStep(f"reading the output array: {_src(n)!r}")
-            if isinstance(n, ast.IfExp):
-                raise UnsupportedStep(f"conditional expression {_src(n)!r}: use ops.if_else")
+                raise UnsupportedStep(f"reading an array made by ops.zeros/ops.matrix: {_src(n)!r} (only the inputs "
+                                      "can be read; the output array is written)")
             if isinstance(n, ast.Call):
                 f = n.func
                 ok = (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "ops"
                       and (f.attr in _UNARY_DERIV or f.attr in ("fmin", "fmax", "if_else", "zeros", "matrix")))
-                ok = ok or (isinstance(f, ast.Name) and f.id in _PASSIVE_CALLS)
+                ok = ok or (isinstance(f, ast.Name) and f.id in PASSIVE_CALLS)
                 if not ok:
                     raise UnsupportedStep(f"call {_src(n)!r}: only ops functions can be differentiated")
         for name in self._names_read(node):
             for loop in loops:
                 if name in self.acc_of_loop[id(loop)]:
-                    raise UnsupportedStep(f"{name!r} is read inside the loop that accumulates it")
+                    raise UnsupportedStep(f"{name!r} is read inside the loop that accumulates it (a value carried "
+                                          "from one iteration to the next)")
 
     def _collect_acc(self, loop: ast.For, scope: _Scope) -> set:
         """Names accumulated in ``loop`` (recursively) that are defined outside it."""
@@ -218,58 +158,64 @@ class _Transformer:
 
     def _check_block(self, stmts, scope: _Scope, loops: list):
         for s in stmts:
-            if isinstance(s, ast.Assign):
-                if len(s.targets) != 1:
-                    raise UnsupportedStep(f"multiple assignment {_src(s)!r}")
-                tgt = s.targets[0]
-                acc0 = self._accumulation(s)
-                self._check_reads(s.value if acc0 is None else acc0[1], scope, loops)
-                if isinstance(tgt, ast.Name):
-                    acc = self._accumulation(s)
-                    if acc is not None:
-                        if scope.owner(acc[0]) is None:
-                            raise UnsupportedStep(f"{acc[0]!r} accumulated before it is defined")
-                        if acc[0] in self.finalised:
-                            raise UnsupportedStep(f"{acc[0]!r} is updated after it was read")
-                    else:
-                        if scope.owner(tgt.id) is not None or tgt.id in self.args:
-                            raise UnsupportedStep(f"{tgt.id!r} is assigned twice (not of the form v = v + e)")
-                        scope.defined.add(tgt.id)
-                        v = s.value
-                        if isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute) \
-                                and v.func.attr in ("zeros", "matrix"):
-                            self.arrays.add(tgt.id)
-                    for name in self._names_read(s.value):
-                        if acc is None or name != acc[0]:
-                            self.finalised.add(name)
-                elif isinstance(tgt, ast.Subscript) and isinstance(tgt.value, ast.Name) \
-                        and tgt.value.id in self.arrays:
-                    self._check_reads(tgt.slice, scope, loops)
-                    for name in self._names_read(s.value):
-                        self.finalised.add(name)
+            try:
+                self._check_stmt(s, scope, loops)
+            except UnsupportedStep as exc:
+                raise located(exc, s) from None
+
+    def _check_stmt(self, s, scope: _Scope, loops: list):
+        if isinstance(s, ast.Assign):
+            tgt = s.targets[0]
+            acc = self._accumulation(s)
+            self._check_reads(s.value if acc is None else acc[1], scope, loops)
+            if isinstance(tgt, ast.Name):
+                if acc is not None:
+                    if scope.owner(acc[0]) is None:
+                        raise UnsupportedStep(f"{acc[0]!r} accumulated before it is defined")
+                    if acc[0] in self.finalised:
+                        raise UnsupportedStep(f"{acc[0]!r} is updated after it was read")
                 else:
-                    raise UnsupportedStep(f"assignment target {_src(tgt)!r}")
-            elif isinstance(s, ast.For):
-                it = s.iter
-                if not (isinstance(s.target, ast.Name) and isinstance(it, ast.Call)
-                        and isinstance(it.func, ast.Name) and it.func.id == "range" and 1 <= len(it.args) <= 2):
-                    raise UnsupportedStep(f"loop {_src(s.target)} in {_src(it)}: only range(a) or range(a, b)")
-                self._check_reads(it, scope, loops)
-                self.acc_of_loop[id(s)] = self._collect_acc(s, scope)
-                inner = _Scope(defined={s.target.id}, parent=scope, loop=s)
-                self.scope_of[id(s)] = inner
-                self._check_block(s.body, inner, loops + [s])
-            elif isinstance(s, ast.If):
-                self._check_reads(s.test, scope, loops)
-                before = set(scope.defined)
-                self._check_block(s.body, scope, loops)
-                after_body = scope.defined
-                scope.defined = set(before)
-                self._check_block(s.orelse, scope, loops)
-                scope.defined = after_body | scope.defined
-                s._scope = scope
+                    if scope.owner(tgt.id) is not None or tgt.id in self.args:
+                        raise UnsupportedStep(f"{tgt.id!r} is assigned twice (not of the form v = v + e)")
+                    scope.defined.add(tgt.id)
+                    if _is_array_call(s.value):
+                        self.arrays.add(tgt.id)
+                for name in self._names_read(s.value):
+                    if acc is None or name != acc[0]:
+                        self.finalised.add(name)
+            elif isinstance(tgt, ast.Subscript) and isinstance(tgt.value, ast.Name) and tgt.value.id in self.arrays:
+                self._check_reads(tgt.slice, scope, loops)
+                for name in self._names_read(s.value):
+                    self.finalised.add(name)
             else:
-                raise UnsupportedStep(f"statement {_src(s).splitlines()[0]!r}")
+                raise UnsupportedStep(f"assignment target {_src(tgt)!r}")
+        elif isinstance(s, ast.AugAssign):
+            tgt = s.target
+            if not (isinstance(tgt, ast.Subscript) and isinstance(tgt.value, ast.Name) and tgt.value.id in self.arrays):
+                raise UnsupportedStep(f"augmented assignment to {_src(tgt)!r}")
+            self._check_reads(tgt.slice, scope, loops)
+            self._check_reads(s.value, scope, loops)
+            self.finalised |= self._names_read(s.value)
+        elif isinstance(s, ast.For):
+            it = s.iter
+            if not (isinstance(s.target, ast.Name) and isinstance(it, ast.Call)
+                    and isinstance(it.func, ast.Name) and it.func.id == "range" and 1 <= len(it.args) <= 2):
+                raise UnsupportedStep(f"loop {_src(s.target)} in {_src(it)}: only range(a) or range(a, b)")
+            self._check_reads(it, scope, loops)
+            self.acc_of_loop[id(s)] = self._collect_acc(s, scope)
+            inner = _Scope(defined={s.target.id}, parent=scope, loop=s)
+            self.scope_of[id(s)] = inner
+            self._check_block(s.body, inner, loops + [s])
+        elif isinstance(s, ast.If):
+            self._check_reads(s.test, scope, loops)
+            before = set(scope.defined)
+            self._check_block(s.body, scope, loops)
+            after_body = scope.defined
+            scope.defined = set(before)
+            self._check_block(s.orelse, scope, loops)
+            scope.defined = after_body | scope.defined
+        else:
+            raise UnsupportedStep(f"statement {_src(s).splitlines()[0]!r}")
 
     # ---- activity ----------------------------------------------------------------------------
     def _expr_active(self, node) -> bool:
@@ -373,7 +319,7 @@ class _Transformer:
             raise UnsupportedStep(f"cannot differentiate {_src(node)!r}")
         raise UnsupportedStep(f"cannot differentiate {_src(node)!r}")
 
-    def _replay(self, stmts, root: _Scope, scope: _Scope, ind: str, out: list, top_level: bool):
+    def _replay(self, stmts, root: _Scope, scope: _Scope, ind: str, out: list):
         """Primal statements recomputing the values owned by ``root`` (no output writes)."""
         for s in stmts:
             if isinstance(s, ast.Assign):
@@ -386,23 +332,23 @@ class _Transformer:
                 out.append(ind + _src(s))
             elif isinstance(s, ast.For):
                 inner = self.scope_of[id(s)]
-                if not self._acc_outside(s, root):
+                if not (self._acc_outside(s, root) or getattr(s, "_exits", None)):
                     continue
                 out.append(f"{ind}for {_src(s.target)} in {_src(s.iter)}:")
                 n0 = len(out)
-                self._replay(s.body, root, inner, ind + "    ", out, False)
+                self._replay(s.body, root, inner, ind + "    ", out)
                 if len(out) == n0:
                     out.append(ind + "    pass")
             elif isinstance(s, ast.If):
                 out.append(f"{ind}if {_src(s.test)}:")
                 n0 = len(out)
-                self._replay(s.body, root, scope, ind + "    ", out, top_level)
+                self._replay(s.body, root, scope, ind + "    ", out)
                 if len(out) == n0:
                     out.append(ind + "    pass")
                 if s.orelse:
                     out.append(f"{ind}else:")
                     n0 = len(out)
-                    self._replay(s.orelse, root, scope, ind + "    ", out, top_level)
+                    self._replay(s.orelse, root, scope, ind + "    ", out)
                     if len(out) == n0:
                         out.append(ind + "    pass")
 
@@ -432,57 +378,72 @@ class _Transformer:
 
     def _reverse(self, stmts, scope: _Scope, ind: str, out: list):
         for s in reversed(stmts):
-            if isinstance(s, ast.Assign):
-                tgt = s.targets[0]
-                if isinstance(tgt, ast.Name) and tgt.id in self.arrays:
-                    continue
-                if isinstance(tgt, ast.Subscript):
-                    if not self._active(s.value):
-                        continue
-                    t = self._new_tmp()
-                    idx = _src(tgt.slice)
-                    out.append(f"{ind}{t} = {tgt.value.id}__b[{idx}]")
-                    out.append(f"{ind}{tgt.value.id}__b[{idx}] = 0.0")
-                    self._prop(s.value, t, out, ind)
-                    continue
-                v = tgt.id
-                if v not in self.active:
-                    continue
-                acc = self._accumulation(s)
+            try:
+                self._reverse_stmt(s, scope, ind, out)
+            except UnsupportedStep as exc:
+                raise located(exc, s) from None
+
+    def _reverse_stmt(self, s, scope: _Scope, ind: str, out: list):
+        if isinstance(s, ast.AugAssign):          # out[i] += e: the element's adjoint flows into e
+            if self._active(s.value):
+                bar = f"{s.target.value.id}__b[{_src(s.target.slice)}]"
+                self._prop(s.value, bar if isinstance(s.op, ast.Add) else f"-{bar}", out, ind)
+        elif isinstance(s, ast.Assign):
+            tgt = s.targets[0]
+            if isinstance(tgt, ast.Name) and tgt.id in self.arrays or getattr(s, EXIT, None) is not None:
+                return                            # an exit copy's adjoint enters its loop's last iteration
+            if isinstance(tgt, ast.Subscript):
+                if not self._active(s.value):
+                    return
                 t = self._new_tmp()
-                out.append(f"{ind}{t} = {v}__b")
-                if acc is not None:
-                    self._prop(acc[1], t if acc[2] > 0 else f"-{t}", out, ind)
+                idx = _src(tgt.slice)
+                out.append(f"{ind}{t} = {tgt.value.id}__b[{idx}]")
+                out.append(f"{ind}{tgt.value.id}__b[{idx}] = 0.0")
+                self._prop(s.value, t, out, ind)
+                return
+            v = tgt.id
+            if v not in self.active:
+                return
+            acc = self._accumulation(s)
+            t = self._new_tmp()
+            out.append(f"{ind}{t} = {v}__b")
+            if acc is not None:
+                self._prop(acc[1], t if acc[2] > 0 else f"-{t}", out, ind)
+            else:
+                out.append(f"{ind}{v}__b = 0.0")
+                self._prop(s.value, t, out, ind)
+        elif isinstance(s, ast.For):
+            inner = self.scope_of[id(s)]
+            args = s.iter.args
+            if len(args) == 1:
+                start, stop = "0", _src(args[0])
+            else:
+                start, stop = _src(args[0]), _src(args[1])
+            k = _src(s.target)
+            out.append(f"{ind}for {k} in range(({stop}) - 1, ({start}) - 1, -1):")
+            n0 = len(out)
+            self._replay(s.body, inner, inner, ind + "    ", out)
+            exits = getattr(s, "_exits", {})
+            for v in self._locals(s.body, inner):
+                if v in exits and exits[v] in self.active:   # the value leaves the loop in its last iteration
+                    out.append(f"{ind}    {v}__b = {exits[v]}__b if {k} == ({stop}) - 1 else 0.0")
                 else:
-                    out.append(f"{ind}{v}__b = 0.0")
-                    self._prop(s.value, t, out, ind)
-            elif isinstance(s, ast.For):
-                inner = self.scope_of[id(s)]
-                args = s.iter.args
-                if len(args) == 1:
-                    rng = f"range(({_src(args[0])}) - 1, -1, -1)"
-                else:
-                    rng = f"range(({_src(args[1])}) - 1, ({_src(args[0])}) - 1, -1)"
-                out.append(f"{ind}for {_src(s.target)} in {rng}:")
-                n0 = len(out)
-                self._replay(s.body, inner, inner, ind + "    ", out, False)
-                for v in self._locals(s.body, inner):
                     out.append(f"{ind}    {v}__b = 0.0")
-                self._reverse(s.body, inner, ind + "    ", out)
-                if len(out) == n0:
-                    out.append(ind + "    pass")
-            elif isinstance(s, ast.If):
-                out.append(f"{ind}if {_src(s.test)}:")
+            self._reverse(s.body, inner, ind + "    ", out)
+            if len(out) == n0:
+                out.append(ind + "    pass")
+        elif isinstance(s, ast.If):
+            out.append(f"{ind}if {_src(s.test)}:")
+            n0 = len(out)
+            self._reverse(s.body, scope, ind + "    ", out)
+            if len(out) == n0:
+                out.append(ind + "    pass")
+            if s.orelse:
+                out.append(f"{ind}else:")
                 n0 = len(out)
-                self._reverse(s.body, scope, ind + "    ", out)
+                self._reverse(s.orelse, scope, ind + "    ", out)
                 if len(out) == n0:
                     out.append(ind + "    pass")
-                if s.orelse:
-                    out.append(f"{ind}else:")
-                    n0 = len(out)
-                    self._reverse(s.orelse, scope, ind + "    ", out)
-                    if len(out) == n0:
-                        out.append(ind + "    pass")
 
     def generate(self, name: str) -> str:
         """Source of ``name(*inputs, bar, *adjoint_arrays)`` adding the VJP into the adjoint arrays."""
@@ -490,11 +451,11 @@ class _Transformer:
         act = [x for x in a if x in self.active_arrays]
         lines = [f"def {name}({', '.join(a)}, _bar, {', '.join(v + '__b' for v in act)}):"]
         ind = "    "
-        self._replay(self.body, self.top, self.top, ind, lines, True)
+        self._replay(self.body, self.top, self.top, ind, lines)
         for v in self._locals(self.body, self.top):
             lines.append(f"{ind}{v}__b = 0.0")
         if self.out_array is not None:
-            lines.append(f"{ind}{self.out_array}__b = _bar.copy()")
+            lines.append(f"{ind}{self.out_array}__b = _bar")     # bar is used up (overwritten)
         else:
             self._prop(self.ret_expr, "_bar", lines, ind)
         self._reverse(self.body, self.top, ind, lines)
@@ -502,14 +463,24 @@ class _Transformer:
         return "\n".join(lines) + "\n"
 
 
-def derive_vjp(fn: Callable, active_args: Sequence[int], name: str) -> tuple[str, set[str]]:
+@dataclass
+class Derived:
+    """A derived VJP: its source, the module globals it reads, the modules whose code it inlines."""
+
+    source: str
+    globals: set[str]
+    modules: set[str]
+
+
+def derive_vjp(fn: Callable, active_args: Sequence[int], name: str) -> Derived:
     """Reverse-mode source transformation of a model function.
 
     ``fn`` is the model's ``step(x, u, c, dims)`` (active arguments 0, 1) or ``loss(x, c, dims)``
     (active argument 0). Returns the source of ``name(<fn's arguments>, bar, <adjoints of the
     active arguments>)``, which ADDS bar^T d fn/d(active arguments) into the adjoint arrays
-    (``bar`` is an array for a step, a float for a loss), and the names of the module globals
-    the code reads. Raises :class:`UnsupportedStep` for constructs outside the supported subset.
+    (``bar`` is an array for a step, a float for a loss; an array ``bar`` is overwritten: the
+    caller passes a copy if it needs it again). Raises :class:`UnsupportedStep` (naming
+    the construct and its file:line) for constructs outside the accepted language.
     """
     from ..ops import DOMAIN_EPS
     tr = _Transformer(fn, active_args, DOMAIN_EPS)
@@ -518,5 +489,4 @@ def derive_vjp(fn: Callable, active_args: Sequence[int], name: str) -> tuple[str
     stored = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     stored |= {a.arg for a in tree.body[0].args.args}
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - stored
-    return code, used
-
+    return Derived(code, used, tr.modules)

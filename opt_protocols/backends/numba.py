@@ -54,7 +54,13 @@ def compile_module(module: pytypes.ModuleType, kind: str) -> NumbaModel:
     _register_helpers(module)
     dyn = module.step if kind == "map" else module.rhs
     cache = getattr(module, "__file__", None) is not None
-    rhs = numba.njit(RHS_TYPE.signature, cache=cache)(dyn)
-    loss = numba.njit(LOSS_TYPE.signature, cache=cache)(module.loss)
+    try:
+        rhs = numba.njit(RHS_TYPE.signature, cache=cache)(dyn)
+        loss = numba.njit(LOSS_TYPE.signature, cache=cache)(module.loss)
+    except ModuleNotFoundError:
+        # numba's on-disk cache is per source file: an entry written when the same file was imported
+        # under another module name cannot be loaded under this one; compile afresh, without the cache
+        rhs = numba.njit(RHS_TYPE.signature, cache=False)(dyn)
+        loss = numba.njit(LOSS_TYPE.signature, cache=False)(module.loss)
     _compiled[key] = NumbaModel(rhs=rhs, loss=loss)
     return _compiled[key]

@@ -12,20 +12,19 @@ i.e. O(n_x T) work and O(n_x sqrt(T)) memory, instead of a collocation NLP with 
 step (n_x T variables and constraints). The per-step vector-Jacobian products are derived from
 the model's own source (:mod:`opt_protocols.ad`).
 
-Optimisers (measured on a shared 2-core machine): L-BFGS-B is the default for bounds-only
-problems; scipy SLSQP (a dense BFGS on the few hundred block variables) the default with linear
-constraints (data budgets sum_t m_t = D, monotonicity). ``trust-constr`` (BFGS) and IPOPT through
-a CasADi Callback that supplies the adjoint gradient (limited-memory Hessian) are available: on
-the batch-size problem with a data budget (N = 500, T = 316, 50 blocks, two starts) SLSQP took
-0.6 s, trust-constr 5.4 s, IPOPT 4.8 s (stopping at its acceptable level), all at the same optimum.
-BLAS is limited to one thread during the optimisation. Multi-start from the baselines named in
-``Adjoint.starts`` (and a previous solution), then optional basin hopping (:func:`_hop`); the
-winner is recorded. Everything else (baselines, verification, the Solution) is the shared
-pipeline's (:func:`opt_protocols.control.solve.solve`).
+Optimisers: the block controls are scaled to [0, 1] by their bounds and the optimisers minimise
+:func:`.evaluate.log_scale` of J (+ the smoothness penalty): log J where J is not tiny, finite and
+smooth down to J = 0. The defaults (:func:`default_strategy`) are SLSQP (a dense BFGS on the few
+hundred block variables; also handles data budgets sum_t m_t = D and monotonicity) from the best
+constant; L-BFGS-B, ``trust-constr`` (BFGS) and IPOPT through a CasADi Callback that supplies the
+adjoint gradient (limited-memory Hessian) are available. BLAS is limited to one thread during the
+optimisation. Multi-start from the baselines named in ``Adjoint.starts`` (and a previous solution),
+then optional basin hopping (:func:`_hop`); the winner (lowest J) is recorded. Everything else
+(baselines, verification, the Solution) is the shared pipeline's
+(:func:`opt_protocols.control.solve.solve`). See docs/adjoint.md.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,8 +35,8 @@ from scipy import optimize
 
 from .. import interrupt
 from ..protocol import Protocol
-from .baselines import single_thread_blas
-from .evaluate import Evaluator
+from .baselines import family_baseline, single_thread_blas
+from .evaluate import log_scale, log_scale_delta
 from .methods import Adjoint, Context, MethodResult
 from .problem import Problem
 
@@ -81,13 +80,13 @@ class _Setup:
         return np.array([np.add.reduceat(G[:, j], self.starts[:-1]) for j in self.opt_idx])
 
 
-def _setup(problem: Problem, method: Adjoint, evaluator: Evaluator) -> _Setup:
+def _setup(problem: Problem, method: Adjoint, ev) -> _Setup:
     m = problem.model
     T = int(round(problem.t_final))
     nb = method.intervals
     st = block_starts(T, nb)
     opt = list(problem.controls)
-    return _Setup(problem=problem, ev=evaluator.adjoint, T=T, n_blocks=nb, starts=st,
+    return _Setup(problem=problem, ev=ev, T=T, n_blocks=nb, starts=st,
                   counts=np.diff(st).astype(float), block_of=(np.arange(T) * nb) // T, opt=opt,
                   opt_idx=[m.control_names.index(n) for n in opt],
                   lo=np.array([problem.controls[n][0] for n in opt]),
@@ -128,7 +127,12 @@ def _constraints(setup: _Setup):
 
 def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, max_iter: int,
                    smoothness: float, options: Mapping[str, Any] | None = None) -> dict:
-    """One local optimisation from z0 (scaled block controls). Returns a record."""
+    """One local optimisation from z0 (scaled block controls). Returns a record.
+
+    Minimised: f = log_scale(J + penalty) (:func:`.evaluate.log_scale`: log J for J well above
+    tol * J(z0), finite down to J = 0), i.e. the same minimiser as J + penalty, scaled alike
+    across horizons. The record's ``J`` is J + penalty at its ``z``.
+    """
     ev = setup.ev
     nb = setup.n_blocks
     n_opt = len(setup.opt)
@@ -136,7 +140,7 @@ def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, ma
     lo = np.repeat(setup.lo, nb)
     cons = _constraints(setup)
     nfev = [0]
-    best = {"f": np.inf, "z": z0.copy()}
+    best = {"J": np.inf, "z": z0.copy()}
 
     def penalty(u):
         if smoothness <= 0 or nb < 2:
@@ -148,19 +152,36 @@ def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, ma
         g[:, :-1] -= 2 * d
         return smoothness * float(np.sum(d * d)), smoothness * g.ravel()
 
-    def fg(z):
-        nfev[0] += 1
+    last: dict[str, Any] = {"z": None}
+
+    def total(z):
+        if last["z"] is not None and np.array_equal(z, last["z"]):
+            return last["J"], last["g"]
         u = lo + scale * z
         J, G = ev.value_and_grad(setup.blocks_to_steps(u.reshape(n_opt, nb)))
+        g = np.zeros_like(z)
+        if np.isfinite(J):
+            pen, gp = penalty(u)
+            with np.errstate(over="ignore", invalid="ignore"):
+                g = (setup.block_grad(G).ravel() + gp) * scale
+            J = J + pen
+        if not (np.isfinite(J) and np.all(np.isfinite(g))):   # states (or their adjoints) overflowed
+            J, g = np.inf, np.zeros_like(z)
+        last.update(z=z.copy(), J=J, g=g)
+        return J, g
+
+    J0, _ = total(z0)
+    delta = log_scale_delta(J0, tol)
+
+    def fg(z):
+        nfev[0] += 1
+        J, g = total(z)
         if not np.isfinite(J):
-            return 1e3, np.zeros_like(z)
-        pen, gp = penalty(u)
-        total = J + pen
-        grad = (setup.block_grad(G).ravel() + gp) * scale / total
-        f = math.log(total)
-        if f < best["f"]:
-            best["f"], best["z"] = f, z.copy()
-        return f, grad
+            return _OVERFLOW, np.zeros_like(z)
+        f, dfdJ = log_scale(J, delta)
+        if J < best["J"]:
+            best["J"], best["z"] = J, z.copy()
+        return f, g * dfdJ
 
     bounds = [(0.0, 1.0)] * z0.size
     t0 = time.perf_counter()
@@ -168,11 +189,16 @@ def _run_optimizer(setup: _Setup, z0: np.ndarray, optimizer: str, tol: float, ma
         rec = _dispatch(fg, z0, bounds, cons, optimizer, tol, max_iter, dict(options or {}))
     z = np.clip(rec["z"], 0.0, 1.0)
     f, g = fg(z)
-    rec.update(z=z, f=f, nfev=nfev[0], time=time.perf_counter() - t0, grad=g)
+    J, _ = total(z)
+    rec.update(z=z, f=f, J=J, nfev=nfev[0], time=time.perf_counter() - t0, grad=g)
     # projected gradient (bounds only) as a stationarity measure, in log-objective units
     pg = np.where((z <= 1e-12) & (g > 0) | (z >= 1 - 1e-12) & (g < 0), 0.0, g)
     rec["projected_gradient"] = float(np.max(np.abs(pg))) if cons is None else float("nan")
     return rec
+
+
+#: What the optimisers see when the states overflow (log of a loss far above any finite one).
+_OVERFLOW = 1e3
 
 
 def _dispatch(fg, z0, bounds, cons, optimizer, tol, max_iter, options) -> dict:
@@ -361,7 +387,26 @@ def _z_from(setup: _Setup, per_step: Mapping[str, Any], default: Mapping[str, fl
     return _project_budgets(setup, np.concatenate(rows))
 
 
-def _start_points(setup: _Setup, method: Adjoint, ctx: Context) -> list[tuple[str, np.ndarray]]:
+def default_strategy(setup: _Setup, method: Adjoint, constrained: bool) -> tuple[tuple, list[str]]:
+    """The starts and optimisers of a run: the method's, or the defaults measured best.
+
+    Defaults (measured on the random-feature map, benchmarks/bench_random_features.py): SLSQP from
+    the best constant, which reached the tightest optimum with the fewest gradients wherever blocks
+    hold several steps (L-BFGS-B needed several times as many and stopped measurably above it).
+    When every block is a single step the landscape is rugged (many nearly equal local minima: the
+    steps nearly commute), no optimiser or start was reliably best, and gradients are cheap, so the
+    default tries the best-constant and the power-law starts, each with SLSQP and (bounds only)
+    L-BFGS-B.
+    """
+    rugged = setup.T == setup.n_blocks
+    starts = method.starts if method.starts is not None else (
+        ("best_constant", "power_law") if rugged else ("best_constant",))
+    if method.optimizer is not None:
+        return starts, [method.optimizer]
+    return starts, (["SLSQP", "L-BFGS-B"] if rugged and not constrained else ["SLSQP"])
+
+
+def _start_points(setup: _Setup, starts: tuple, ctx: Context, problem: Problem) -> list[tuple[str, np.ndarray]]:
     base = ctx.baselines
     const = base["best_constant"].values or {}
     steps = np.arange(setup.T, dtype=float)
@@ -370,9 +415,14 @@ def _start_points(setup: _Setup, method: Adjoint, ctx: Context) -> list[tuple[st
         return _z_from(setup, proto.values(np.minimum(steps, proto.tk[-1])), const)
 
     points = []
-    for s in method.starts:
+    for s in starts:
         if s == "best_baseline":   # one start from the best of the fitted baselines
             s = min((n for n in base if n != "default"), key=lambda n: base[n].objective)
+        if isinstance(s, str) and s in ("power_law", "wsd") and s not in base:   # a default start: fit it now
+            fit = family_baseline(problem, ctx.evaluator, s, base["best_constant"])
+            if fit is None:
+                continue
+            base[s] = fit
         if isinstance(s, Mapping):
             points.append(("given", _z_from(setup, s, const)))
         elif s in base:
@@ -390,39 +440,46 @@ def run_adjoint(problem: Problem, method: Adjoint, ctx: Context) -> MethodResult
     ev = ctx.evaluator.adjoint
     if ev is None:
         raise ValueError("method Adjoint: no adjoint evaluator for this problem")
-    setup = _setup(problem, method, ctx.evaluator)
+    if method.kernel != "auto" and method.kernel != ev.kernel.kind:   # the kernel asked for, not the default
+        from ..ad import MapAdjoint
+        ev = MapAdjoint(problem.model, ev.T, ev.x0, ev.c, ev.objective, kernel=method.kernel)
+    setup = _setup(problem, method, ev)
     cons = _constraints(setup)
-    optimizer = method.optimizer or ("L-BFGS-B" if cons is None else "SLSQP")
-    points = _start_points(setup, method, ctx)
+    starts, optimizers = default_strategy(setup, method, cons is not None)
+    points = _start_points(setup, starts, ctx, problem)
     ctx.report("solving")
     t_s = time.perf_counter()
     runs = []
     for name, z0 in points:
-        rec = _run_optimizer(setup, z0, optimizer, method.tol, method.max_iter, problem.smoothness, method.options)
-        rec["start"] = name
-        runs.append(rec)
-    win = min(runs, key=lambda r: r["f"])
+        for optimizer in optimizers:
+            rec = _run_optimizer(setup, z0, optimizer, method.tol, method.max_iter, problem.smoothness,
+                                 method.options)
+            rec["start"], rec["optimizer"] = name, optimizer
+            runs.append(rec)
+    win = min(runs, key=lambda r: r["J"])
+    optimizer = win["optimizer"]
     hop_log = {"tried": 0, "accepted": 0, "moves": {}, "improvement": 0.0, "time": 0.0}
     if method.hops > 0:
         t_h = time.perf_counter()
         rng = np.random.default_rng(method.seed)
-        f0 = win["f"]
+        J0 = win["J"]
         for _ in range(method.hops):
             z1, move = _hop(setup, win["z"], rng)
             rec = _run_optimizer(setup, _project_budgets(setup, z1), optimizer, method.tol, method.max_iter,
                                  problem.smoothness, method.options)
             hop_log["tried"] += 1
-            if rec["f"] < win["f"] - 1e-15:
+            if rec["J"] < win["J"] * (1.0 - 1e-15):
+                rec["optimizer"] = optimizer
                 rec["start"] = win["start"] if win["start"].endswith("+hops") else win["start"] + "+hops"
                 win = rec
                 hop_log["accepted"] += 1
                 hop_log["moves"][move] = hop_log["moves"].get(move, 0) + 1
-        hop_log["improvement"] = float(1.0 - math.exp(win["f"] - f0))
+        hop_log["improvement"] = float(1.0 - win["J"] / J0) if J0 > 0 else 0.0
         hop_log["time"] = time.perf_counter() - t_h
     solve_time = time.perf_counter() - t_s
     nb, opt = setup.n_blocks, setup.opt
     Z = setup.lo[:, None] + (setup.hi - setup.lo)[:, None] * win["z"].reshape(len(opt), nb)
-    J = ev.value(setup.blocks_to_steps(Z))
+    J = setup.ev.value(setup.blocks_to_steps(Z))
     pen = problem.smoothness * float(np.sum(np.diff(Z, axis=1) ** 2)) if problem.smoothness > 0 else 0.0
     obj = J + pen
     if win["success"]:
@@ -442,13 +499,12 @@ def run_adjoint(problem: Problem, method: Adjoint, ctx: Context) -> MethodResult
     from ..simulate import simulate
     blocks = simulate(problem.model, problem.x0, proto, setup.T, c=problem.c, t_eval=tk)
 
-    def _j(f):
-        return float(math.exp(f)) if f < 700 else float("inf")
-
-    details = {"optimizer": optimizer, "kernel": ctx.evaluator.adjoint.kernel.kind,
-               "kernel_note": ctx.evaluator.adjoint.kernel.reason, "n_gradients": int(ev.n_backward),
+    k = ev.kernel
+    details = {"optimizer": optimizer, "kernel": k.kind, "kernel_note": k.note,
+               "kernel_check_error": k.check.get("error", float("nan")), "n_gradients": int(ev.n_backward),
                "checkpoint_every": ev.S, "winner": win["start"],
-               "starts": [{"start": r["start"], "objective": _j(r["f"]), "iterations": r["nit"],
+               "starts": [{"start": r["start"], "optimizer": r["optimizer"], "objective": float(r["J"]),
+                           "iterations": r["nit"],
                            "evaluations": r["nfev"], "message": r["message"], "success": r["success"],
                            "time": r["time"], "projected_gradient": r["projected_gradient"]} for r in runs],
                "hops": hop_log}
@@ -456,6 +512,6 @@ def run_adjoint(problem: Problem, method: Adjoint, ctx: Context) -> MethodResult
                         static={}, t=tk, x=blocks.x, t_controls=tk,
                         controls={n: Z[i].copy() for i, n in enumerate(opt)},
                         control_type="constant", t_final=float(setup.T), iterations=int(win["nit"]),
-                        build_time=ctx.evaluator.adjoint.kernel.build_time, solve_time=solve_time,
+                        build_time=k.build_time, solve_time=solve_time,
                         n_variables=int(win["z"].size), n_constraints=0 if cons is None else int(cons[0].shape[0]),
                         details=details, warm={"z": win["z"].copy()})

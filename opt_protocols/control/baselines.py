@@ -26,7 +26,7 @@ from scipy import optimize
 from .. import schedules as sch
 from ..protocol import Protocol, as_protocol
 from ..solution import Baseline
-from .evaluate import Evaluator
+from .evaluate import Evaluator, log_scale, log_scale_delta
 from .problem import Problem
 
 GRID_1D_LINEAR, GRID_1D_GEOMETRIC = 21, 13
@@ -35,6 +35,10 @@ GRID_ND = 7
 FAMILY_GRID = 4
 #: The families fitted by ``families="default"`` (with the best constant, which every solve has).
 DEFAULT_FAMILIES = ("cosine", "wsd", "power_law")
+#: Relative scale of the log_scale objective of the gradient refinements (see evaluate.log_scale).
+LOG_TOL = 1e-12
+#: The refinements' objective where the states overflow.
+OVERFLOW = 1e3
 #: Parameters held fixed in the default family fits (the textbook members of each family).
 FAMILY_FIXED: dict[str, dict[str, Any]] = {"wsd": {"floor": 0.0}}
 
@@ -62,11 +66,15 @@ def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
 
     def f(v):
         ctrl, st = split(v)
-        return _penalised(ev.objective(constant_protocol(problem, ctrl), st))
+        return _penalised(ev.search_objective(constant_protocol(problem, ctrl), st))
+
+    def reported(v) -> Baseline:
+        ctrl, st = split(v)
+        proto = constant_protocol(problem, ctrl)
+        return Baseline("best_constant", proto, st, _penalised(ev.objective(proto, st)), ctrl)
 
     if not dims:
-        ctrl, st = split([])
-        return Baseline("best_constant", constant_protocol(problem, ctrl), st, f([]), ctrl)
+        return reported([])
     lo = np.array([b[0] for _, b, _ in dims])
     hi = np.array([b[1] for _, b, _ in dims])
     if len(dims) == 1:
@@ -92,8 +100,7 @@ def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
             best = list(res.x)
         if f(best) > min(vals):
             best = list(start)
-    ctrl, st = split(best)
-    return Baseline("best_constant", constant_protocol(problem, ctrl), st, f(best), ctrl)
+    return reported(best)
 
 
 def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
@@ -103,16 +110,25 @@ def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
     base = ev.table(constant_protocol(problem, held))
     scale = hi - lo
 
-    def fg(z):
+    def table(z):
         U = base.copy()
         U[:, cols] = lo + scale * z
-        J, G = ev.value_and_grad_steps(U)
-        if not np.isfinite(J) or J <= 0:
-            return 1e3, np.zeros_like(z)
-        return math.log(J), G[:, cols].sum(axis=0) * scale / J
+        return U
+
+    z0 = (start - lo) / scale
+    delta = log_scale_delta(ev.value_steps(table(z0)), LOG_TOL)   # (the gradient refinements, maps only)
+
+    def fg(z):
+        J, G = ev.value_and_grad_steps(table(z))
+        with np.errstate(over="ignore", invalid="ignore"):
+            g = G[:, cols].sum(axis=0) * scale
+        if not (np.isfinite(J) and np.all(np.isfinite(g))):
+            return OVERFLOW, np.zeros_like(z)
+        f, dfdJ = log_scale(J, delta)
+        return f, g * dfdJ
 
     with single_thread_blas():
-        res = optimize.minimize(fg, (start - lo) / scale, jac=True, method="L-BFGS-B",
+        res = optimize.minimize(fg, z0, jac=True, method="L-BFGS-B",
                                 bounds=[(0.0, 1.0)] * len(names),
                                 options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 500})
     return list(lo + scale * np.clip(res.x, 0.0, 1.0))
@@ -185,7 +201,7 @@ def family_baseline(problem: Problem, ev: Evaluator, family: str | type[sch.Sche
         return as_protocol(problem.model, {**problem.fixed, **others, lr: _Clipped(s, lo, hi)}, problem.horizon)
 
     def f(z):
-        return _penalised(ev.objective(protocol(schedule(z)), static))
+        return _penalised(ev.search_objective(protocol(schedule(z)), static))
 
     e0 = (const.values or {}).get(lr, 0.5 * (lo + hi))
     z_lr = [float(np.clip((e0 * k - tlo[0]) / span[0], 0, 1)) for k in (1.0, 2.0, 4.0)]
@@ -229,13 +245,19 @@ def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
     def values(z):
         return schedule(z)(t, T)
 
-    def fg(z):
-        v = values(z)
+    def table(v):
         U = base.copy()
         U[:, j] = np.clip(v, lo, hi)
-        J, G = ev.value_and_grad_steps(U)
-        if not np.isfinite(J) or J <= 0:
-            return 1e3, np.zeros_like(z)
+        return U
+
+    delta = log_scale_delta(ev.value_steps(table(values(z0))), LOG_TOL)
+
+    def fg(z):
+        v = values(z)
+        J, G = ev.value_and_grad_steps(table(v))
+        if not (np.isfinite(J) and np.all(np.isfinite(G))):
+            return OVERFLOW, np.zeros_like(z)
+        f, dfdJ = log_scale(J, delta)
         inside = (v >= lo) & (v <= hi)
         g = np.empty(z.size)
         for i in range(z.size):   # d schedule / d parameter by central differences (the shape is cheap)
@@ -245,7 +267,9 @@ def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
             zm[i] = max(0.0, z[i] - h)
             dv = (values(zp) - values(zm)) / (zp[i] - zm[i])
             g[i] = float(G[inside, j] @ dv[inside])
-        return math.log(J), g / J
+        if not np.all(np.isfinite(g)):
+            return OVERFLOW, np.zeros_like(z)
+        return f, g * dfdJ
 
     with single_thread_blas():
         res = optimize.minimize(fg, z0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * z0.size,

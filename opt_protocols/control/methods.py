@@ -177,22 +177,25 @@ class Adjoint(Method):
     ``intervals``: number of control blocks (step t uses block t * intervals // steps).
     ``starts``: multi-start points, each ``"best_constant"``, ``"power_law"``, ``"wsd"`` (the
     fitted baselines of those names), ``"best_baseline"`` (one start from the best of them), or a
-    mapping control -> block (or per-step) values.
-    ``optimizer``: ``"L-BFGS-B"`` (bounds only), ``"SLSQP"`` (also budgets and monotonicity),
-    ``"trust-constr"`` or ``"ipopt"``; ``None`` picks L-BFGS-B without linear constraints and SLSQP
-    with them. ``hops``: basin-hopping rounds after the starts (``seed`` seeds them). ``tol`` and
-    ``max_iter``: optimiser tolerance and iteration limit; ``options`` go to the optimiser.
+    mapping control -> block (or per-step) values; ``None`` (default): the best constant, and when
+    every block is a single step (a rugged landscape, see :mod:`.adjoint`) also the power law.
+    ``optimizer``: ``"SLSQP"`` (bounds, budgets and monotonicity), ``"L-BFGS-B"`` (bounds only),
+    ``"trust-constr"`` or ``"ipopt"``; ``None`` (default): SLSQP, and with single-step blocks and
+    bounds only both SLSQP and L-BFGS-B from every start (the best run wins).
+    ``hops``: basin-hopping rounds after the starts (``seed`` seeds them). ``tol`` and
+    ``max_iter``: optimiser tolerance (on the log-scaled objective, i.e. about relative to J) and
+    iteration limit; ``options`` go to the optimiser.
     ``kernel``: ``"auto"`` (derived VJPs, checked against CasADi, falling back to CasADi's reverse
     mode with a warning), ``"source"`` or ``"casadi"``.
     """
 
     name: ClassVar[str] = "adjoint"
     intervals: int = 100
-    starts: tuple[str, ...] = ("best_constant", "power_law")
+    starts: tuple[str, ...] | None = None
     optimizer: str | None = None
     hops: int = 0
     seed: int = 0
-    tol: float = 1e-12
+    tol: float = 1e-13
     max_iter: int = 3000
     options: Mapping[str, Any] = field(default_factory=dict)
     kernel: str = "auto"
@@ -204,10 +207,11 @@ class Adjoint(Method):
         object.__setattr__(self, "intervals", _positive_int("intervals", self.intervals))
         object.__setattr__(self, "hops", _positive_int("hops", self.hops, 0))
         object.__setattr__(self, "max_iter", _positive_int("max_iter", self.max_iter))
-        starts = (self.starts,) if isinstance(self.starts, str) else tuple(self.starts)
-        if not starts:
+        starts = None if self.starts is None else (self.starts,) if isinstance(self.starts, (str, Mapping)) \
+            else tuple(self.starts)
+        if starts is not None and not starts:
             raise ValueError("starts: at least one starting point is needed")
-        bad = [s for s in starts if not isinstance(s, Mapping) and s not in self.START_NAMES]
+        bad = [s for s in starts or () if not isinstance(s, Mapping) and s not in self.START_NAMES]
         if bad:
             raise ValueError(f"start {bad[0]!r}: expected one of {', '.join(self.START_NAMES)} "
                              "or a mapping control -> block (or per-step) values")
@@ -221,12 +225,13 @@ class Adjoint(Method):
         object.__setattr__(self, "options", dict(self.options))
 
     def __hash__(self):
-        return hash((self.intervals, tuple(map(repr, self.starts)), self.optimizer, self.hops, self.seed, self.tol,
+        return hash((self.intervals, repr(self.starts), self.optimizer, self.hops, self.seed, self.tol,
                      self.max_iter, repr(sorted(self.options.items())), self.kernel))
 
     def required_baselines(self) -> tuple[str, ...]:
-        need = {s for s in self.starts if isinstance(s, str) and s in ("power_law", "wsd")}
-        if "best_baseline" in self.starts:
+        starts = self.starts or ()     # the default starts fit the power law themselves when they need it
+        need = {s for s in starts if isinstance(s, str) and s in ("power_law", "wsd")}
+        if "best_baseline" in starts:
             need |= {"power_law"}
         return tuple(sorted(need))
 

@@ -239,6 +239,15 @@ def random_state(p, rng):
 
 # ---- equations (one source: numba and CasADi) ------------------------------------------------
 
+def coupling(x, c, N):
+    """L = sum_{k<=N} lambda_k c_k, the loss over the kept modes and the coupling of the modes in the
+    step (docs/models.md section 5); shared by :func:`step`, :func:`loss` and random_features_ode."""
+    L = 0.0
+    for k in range(N):
+        L = L + c[LAM + k] * x[k]
+    return L
+
+
 def step(x, u, c, dims):
     """One SGD step of the exact recursion (docs/models.md section 5) [BM26].
 
@@ -250,9 +259,7 @@ def step(x, u, c, dims):
     eta = u[ETA]
     m = u[BATCH]
     sigma = c[SIGMA]
-    L = 0.0
-    for k in range(N):
-        L = L + c[LAM + k] * x[k]
+    L = coupling(x, c, N)
     excess = (L + sigma * sigma) / m          # (L + sigma^2)/m, shared by all modes
     curv = (m + 1.0) / m                      # E[g^2] factor (1 + 1/m) of the lambda^2 C term
     out = ops.zeros(x.shape[0])
@@ -282,11 +289,7 @@ def step(x, u, c, dims):
 def loss(x, c, dims):
     """L = sum_{k<=N} lambda_k c_k (+ the constant tail sum_{k>N} k^(-a) when ``tail``)
     (docs/models.md section 5). Plain arithmetic only: random_features_ode shares it."""
-    N = dims[DIM_N]
-    L = c[TAIL]
-    for k in range(N):
-        L = L + c[LAM + k] * x[k]
-    return L
+    return c[TAIL] + coupling(x, c, dims[DIM_N])
 
 
 # ---- finite-sample simulation of the learning process ----------------------------------------

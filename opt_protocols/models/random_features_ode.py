@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from opt_protocols import ops
 from opt_protocols.models import random_features as _rf
-from opt_protocols.models.random_features import (  # noqa: F401  (shared declarations, constants and loss)
+from opt_protocols.models.random_features import (  # noqa: F401  (shared declarations, constants, loss, coupling)
     BATCH,
     DIM_N,
     ETA,
@@ -32,6 +32,7 @@ from opt_protocols.models.random_features import (  # noqa: F401  (shared declar
     check_state,
     constants,
     controls,
+    coupling,
     fsl_params,
     loss,
     spectrum,
@@ -66,9 +67,7 @@ def rhs(x, u, c, dims):
     eta = u[ETA]
     m = u[BATCH]
     sigma = c[SIGMA]
-    L = 0.0
-    for k in range(N):
-        L = L + c[LAM + k] * x[k]
+    L = coupling(x, c, N)
     noise = eta * eta * (L + sigma * sigma) / m
     curv = (m + 1.0) / m
     out = ops.zeros(x.shape[0])

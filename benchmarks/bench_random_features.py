@@ -34,7 +34,7 @@ import numpy as np
 import opt_protocols as op
 from opt_protocols import ad
 
-REF = dict(a=2.0, b=2.0, sigma=0.5, m=5.0)
+REF = dict(a=2.0, b=2.0, sigma=0.5, batch=5.0)
 BLOCKS = 100
 BOUNDS = (0.0, 2.0)
 #: The defaults before the self-checking adjoint (two starts, SLSQP, tolerance 1e-12).
@@ -85,7 +85,7 @@ def straightforward(N, T, eta0):
     x = ca.SX(ca.DM(model.initial_state()))
     block = (np.arange(T) * BLOCKS) // T
     for t in range(T):
-        x = model.casadi.rhs(x, ca.vertcat(u[int(block[t])], REF["m"]), model.c)
+        x = model.casadi.rhs(x, ca.vertcat(u[int(block[t])], REF["batch"]), model.c)
     J = model.casadi.loss(x, model.c)
     solver = ca.nlpsol("unrolled", "ipopt", {"x": u, "f": J},
                        {"print_time": False, "ipopt": {"print_level": 0, "sb": "yes", "tol": 1e-10,
@@ -124,7 +124,7 @@ def _best_time(f, repeats):
 def per_gradient(N, T, repeats=5):
     """Seconds per objective + gradient: the derived kernel and CasADi mapaccum + reverse mode."""
     model = _model(N)
-    U = np.column_stack([0.5 + 0.3 * np.sin(np.arange(T) / 37.0), np.full(T, REF["m"])])
+    U = np.column_stack([0.5 + 0.3 * np.sin(np.arange(T) / 37.0), np.full(T, REF["batch"])])
     ev = ad.MapAdjoint(model, T)
     ours = _best_time(lambda: ev.value_and_grad(U), repeats)
     J, G = ev.value_and_grad(U)

@@ -298,7 +298,7 @@ _RF_LOSS = "L(T) of the exact discrete recursion, excess loss over the N kept mo
 #: (a, b, sigma, m, N, T) = (2, 2, 0.5, 5, 500, 100), eta in [0, 2] on 100 blocks.
 BM26 = Setup(
     name="bm26", model_name="random_features", section=5, source=_SRC_5, t_final=100,
-    params={"a": 2.0, "b": 2.0, "sigma": 0.5, "m": 5.0, "N": 500, "momentum": False, "tail": False},
+    params={"a": 2.0, "b": 2.0, "sigma": 0.5, "batch": 5.0, "N": 500, "momentum": False, "tail": False},
     controls={"eta": (0.0, 2.0)}, intervals=100,
     protocols={
         "eta_1": {"eta": 1.0},
@@ -327,7 +327,7 @@ _SRC_6 = "docs/models.md, section 6 [FSL25]"
 FSL = Setup(
     name="fsl", model_name="random_features", section=6, source=_SRC_6, t_final=10_000,
     # lambda_j = j^(-beta), lambda_j (w*_j)^2 = j^(-(s beta + 1)): a = s beta + 1 = 3, b = beta = 4
-    params={"a": 3.0, "b": 4.0, "sigma": 3.0, "m": 1.0, "N": 128, "momentum": False, "tail": False},
+    params={"a": 3.0, "b": 4.0, "sigma": 3.0, "batch": 1.0, "N": 128, "momentum": False, "tail": False},
     protocols={
         "constant": {"eta": schedules.Constant(base_lr=0.01)},
         "cosine": {"eta": schedules.Cosine(base_lr=0.01)},                       # 0.01 (1 + cos(pi t/K))/2

@@ -126,7 +126,7 @@ def horizon_sweep(cfg, args, records) -> dict:
         # tail=True: the reported loss adds the modes beyond N (never learned at these T: lambda_k T << 1),
         # so L approximates the N -> infinity loss the theory describes (hard phase: L_N(T) alone is
         # low by sum_{k>N} k^-a = 5e-4 at N = 2000, 1.6% of L at T = 10^4); the optimum is unchanged
-        model = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, m=BATCH, tail=True, **ab)
+        model = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, batch=BATCH, tail=True, **ab)
         print(f"{phase} phase (a, b) = ({ab['a']:g}, {ab['b']:g}), N = {cfg.n_modes}")
         rows = []
         for T in cfg.t_grid:
@@ -193,8 +193,8 @@ def momentum_and_batch(cfg, args, records) -> dict:
     ab = PHASES["easy"]
     T = cfg.single_t
     out = {}
-    plain = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, m=BATCH, **ab)
-    mom = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, m=BATCH, momentum=True, **ab)
+    plain = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, batch=BATCH, **ab)
+    mom = op.load_model("random_features", N=cfg.n_modes, sigma=SIGMA, batch=BATCH, momentum=True, **ab)
     print(f"momentum and batch size, easy phase, T = {T}")
     s_plain = solve(plain, T, cfg, args, records, f"easy-sgd-T{T}", controls={"eta": (0.0, ETA_MAX)})
     s_mom = solve(mom, T, cfg, args, records, f"easy-momentum-T{T}",
@@ -239,7 +239,7 @@ def compute_optimal(cfg, args, records) -> dict:
             if T < cfg.blocks:
                 continue
             tail = float(sum_tail(a, N))
-            model = op.load_model("random_features", N=N, m=BATCH, sigma=math.sqrt(SIGMA ** 2 + tail), tail=True,
+            model = op.load_model("random_features", N=N, batch=BATCH, sigma=math.sqrt(SIGMA ** 2 + tail), tail=True,
                                   a=a, b=b)
             sol = solve(model, T, cfg, args, records, None, starts=("best_baseline",),
                         controls={"eta": (0.0, ETA_MAX)})

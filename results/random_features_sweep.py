@@ -45,7 +45,7 @@ def spec(quick: bool) -> dict:
     Ts = [200, 400, 800] if quick else [1250 * 2 ** j for j in range(7)]
     sigmas = [math.sqrt(SIGMA ** 2 + float(scipy.special.zeta(A, N + 1))) for N in Ns]
     return {"name": "random-features-compute-quick" if quick else "random-features-compute",
-            "model": "random_features", "params": {"a": A, "b": B, "m": BATCH, "tail": True},
+            "model": "random_features", "params": {"a": A, "b": B, "batch": BATCH, "tail": True},
             "problem": {"controls": {"eta": [0.0, ETA_MAX]}},
             "method": {"name": "adjoint", "intervals": 20 if quick else 100, "starts": ["best_baseline"],
                        "max_iter": 10000},   # the default 3000 L-BFGS-B iterations stop short at N = 25, T = 20000

@@ -31,7 +31,7 @@ def _assert_matches(value: float, published):
 @pytest.mark.parametrize("name,params", [
     ("random_features", dict(N=40)),
     ("random_features", dict(N=40, momentum=True, tail=True)),
-    ("random_features", dict(N=500, a=3.0, b=4.0, sigma=3.0, m=1.0, momentum=True)),
+    ("random_features", dict(N=500, a=3.0, b=4.0, sigma=3.0, batch=1.0, momentum=True)),
     ("random_features_ode", dict(N=40, tail=True)),
 ])
 def test_backends_agree(name, params):
@@ -140,7 +140,7 @@ def test_step_jacobian_and_stability_bound():
     import casadi as ca
     p = dict(N=60, a=2.0, b=2.0, sigma=0.5)
     for mb in (1.0, 5.0):
-        model = op.load_model("random_features", m=mb, **p)
+        model = op.load_model("random_features", batch=mb, **p)
         lam = rf.spectrum(model.params)
         x, u = ca.SX.sym("x", model.n_x), ca.SX.sym("u", 2)
         jac = ca.Function("J", [x, u], [ca.jacobian(model.casadi.rhs(x, u, model.c), x)])
@@ -206,7 +206,7 @@ def test_fsl_reference_numbers():
     of the references are checked against these formulas."""
     model = FSL.model()
     assert {k: model.params[k] for k in ("a", "b")} == rf.fsl_params(0.5, 4.0)
-    assert (model.params["N"], model.params["sigma"], model.params["m"]) == (128, 3.0, 1.0)
+    assert (model.params["N"], model.params["sigma"], model.params["batch"]) == (128, 3.0, 1.0)
     K, peak = int(FSL.t_final), 0.01
     t = np.arange(K, dtype=float)
     explicit = {
@@ -226,8 +226,8 @@ def test_fsl_reference_numbers():
 # ---- continuous version -------------------------------------------------------------------------
 
 def test_ode_is_the_recursion_increment_and_its_small_step_limit():
-    ode = op.load_model("random_features_ode", N=100, sigma=0.5, m=2.0)
-    mp = op.load_model("random_features", N=100, sigma=0.5, m=2.0)
+    ode = op.load_model("random_features_ode", N=100, sigma=0.5, batch=2.0)
+    mp = op.load_model("random_features", N=100, sigma=0.5, batch=2.0)
     rng = np.random.default_rng(5)
     for _ in range(3):
         x, u = mp.random_state(rng), np.array([rng.uniform(0, 1.5), rng.uniform(1, 8)])
@@ -273,7 +273,7 @@ def _sgd_check(model, proto, T, runs_per_seed, seeds, modes):
 def test_sgd_matches_recursion():
     """4,000 runs of real minibatch SGD (N = 64 modes, batch 2, 100 steps) vs the recursion:
     the loss curve and the states of modes 0, 1, 3, 10 at 10 times."""
-    model = op.load_model("random_features", N=64, m=2.0, sigma=0.5)
+    model = op.load_model("random_features", N=64, batch=2.0, sigma=0.5)
     res, tr = _sgd_check(model, {"eta": 0.6}, 100, 100, 40, [0, 1, 3, 10])
     # power: the same data reject the recursion without the Gaussian fourth-moment term
     # (d_k = (1 - eta lambda_k)^2 + (eta^2/m) lambda_k^2 instead of ((m+1)/m) eta^2 lambda_k^2)
@@ -291,7 +291,7 @@ def test_sgd_matches_recursion():
 def test_sgd_momentum_matches_recursion():
     """Same with EMA momentum (beta = 0.3), time-varying eta and batch sizes cycling 1, 2, 3, 4:
     C, R, V of four modes and the loss."""
-    model = op.load_model("random_features", N=64, m=2.0, sigma=0.5, momentum=True)
+    model = op.load_model("random_features", N=64, batch=2.0, sigma=0.5, momentum=True)
     t = np.arange(100)
     proto = {"eta": 0.5 * (1 - t / 120), "beta": 0.3, "m": 1.0 + t % 4}
     _sgd_check(model, proto, 100, 100, 40, [0, 1, 3, 10])

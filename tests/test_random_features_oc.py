@@ -24,7 +24,7 @@ def solve_adjoint(model, *, intervals=100, families=(), starts=None, hops=0, see
     return op.solve(model, method=method, families=families, **kw)
 
 
-BM26 = dict(a=2.0, b=2.0, sigma=0.5, m=5.0, N=500)     # docs/models.md section 5 reference
+BM26 = dict(a=2.0, b=2.0, sigma=0.5, batch=5.0, N=500)     # docs/models.md section 5 reference
 T_BM26 = 100
 
 
@@ -39,7 +39,7 @@ def _assert_matches_ref(value: float, ref: str):
 # ---- the derived adjoint ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("params", [dict(N=40), dict(N=40, momentum=True, tail=True),
-                                    dict(N=30, m=1.0, sigma=2.0, a=3.0, b=4.0)])
+                                    dict(N=30, batch=1.0, sigma=2.0, a=3.0, b=4.0)])
 def test_derived_vjp_matches_casadi(params):
     """VJPs derived from the model's step/loss source vs CasADi reverse mode of the traced step."""
     model = op.load_model("random_features", **params)
@@ -97,7 +97,7 @@ def test_agrees_with_collocation():
     """op.solve (CasADi collocation, one element per step) and the adjoint method on N = 50, T = 100,
     20 blocks: same optimum. The objective is flat along some directions of the controls
     (measured: controls differ by 1.6e-6 while the objectives agree to 2e-13)."""
-    model = op.load_model("random_features", a=2.0, b=2.0, sigma=0.5, m=5.0, N=50)
+    model = op.load_model("random_features", a=2.0, b=2.0, sigma=0.5, batch=5.0, N=50)
     ref = op.solve(model, t_final=100, controls={"eta": (0.0, 2.0)}, intervals=20)
     sol = solve_adjoint(model, t_final=100, controls={"eta": (0.0, 2.0)}, intervals=20)
     assert ref.status == "optimal" and sol.status == "optimal"
@@ -167,7 +167,7 @@ def test_bm26_better_than_published():
 # ---- momentum, batch size under a data budget, optimisers --------------------------------------
 
 def test_momentum_beats_constants():
-    model = op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, m=5.0, momentum=True)
+    model = op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, batch=5.0, momentum=True)
     sol = solve_adjoint(model, t_final=300, controls={"eta": (0.0, 2.0), "beta": (0.02, 1.0)}, intervals=30,
                         families=("power_law",))
     assert sol.status == "optimal" and sol.verification["ok"]
@@ -176,13 +176,13 @@ def test_momentum_beats_constants():
     assert sol.objective < 0.9 * const.objective
     assert sol.objective < sol.baselines["power_law"].objective
     # momentum can only help: beta = 1 is plain SGD, inside the admissible range
-    plain = solve_adjoint(op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, m=5.0),
+    plain = solve_adjoint(op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, batch=5.0),
                               t_final=300, controls={"eta": (0.0, 2.0)}, intervals=30)
     assert sol.objective <= plain.objective * (1 + 1e-9)
 
 
 def test_batch_size_with_data_budget():
-    model = op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, m=5.0)
+    model = op.load_model("random_features", N=200, a=2.0, b=2.0, sigma=0.5, batch=5.0)
     T = 200
     sol = solve_adjoint(model, t_final=T, controls={"eta": (0.0, 2.0), "m": (1.0, 50.0)},
                             budgets=[op.Budget("m", 5.0)], intervals=20)
@@ -197,7 +197,7 @@ def test_batch_size_with_data_budget():
 
 @pytest.mark.parametrize("optimizer", ["L-BFGS-B", "trust-constr", "ipopt"])
 def test_optimizers_agree(optimizer):
-    model = op.load_model("random_features", N=100, a=2.0, b=2.0, sigma=0.5, m=5.0)
+    model = op.load_model("random_features", N=100, a=2.0, b=2.0, sigma=0.5, batch=5.0)
     kw = dict(t_final=316, controls={"eta": (0.0, 2.0)}, intervals=20, families=(), starts=("best_constant",))
     ref = solve_adjoint(model, optimizer="SLSQP", **kw)
     sol = solve_adjoint(model, optimizer=optimizer, **kw)
@@ -209,7 +209,7 @@ def test_optimizers_agree(optimizer):
 def test_overflowing_start_is_recovered():
     """A start far above the stability threshold: the forward pass overflows, the objective says
     so, and the optimiser backs off into the stable region."""
-    model = op.load_model("random_features", N=50, a=2.0, b=2.0, sigma=0.5, m=5.0)
+    model = op.load_model("random_features", N=50, a=2.0, b=2.0, sigma=0.5, batch=5.0)
     T = 2000
     ev = adj.MapAdjoint(model, T)
     assert ev.value(np.column_stack([np.full(T, 1.9), np.full(T, 5.0)])) == np.inf

@@ -62,7 +62,8 @@ The [FSL25] parametrisation of docs/models.md section 6, lambda_j = j^(-beta),
 lambda_j (w*_j)^2 = j^(-(s beta + 1)), is b = beta, a = s beta + 1: see :func:`fsl_params`.
 
 Parameters: ``a``, ``b`` (target and spectrum exponents), ``sigma`` (label noise), ``N``
-(modes), ``m`` (default batch size, the default of the control ``m``), ``momentum``, ``tail``.
+(modes), ``batch`` (the default batch size, i.e. the default of the control ``m``), ``momentum``,
+``tail``.
 Defaults are the [BM26] reference (a, b, sigma, m, N) = (2, 2, 0.5, 5, 500).
 
 Finite-sample check: :func:`sgd` runs real minibatch SGD with Gaussian features.
@@ -91,7 +92,7 @@ PARAMETERS = {
     "b": Param(2.0, float, lo=0.0, doc="spectrum exponent: lambda_k = k^(-b)"),
     "sigma": Param(0.5, float, lo=0.0, doc="label-noise standard deviation"),
     "N": Param(500, int, lo=1, hi=10_000_000, doc="number of modes kept"),
-    "m": Param(5.0, float, lo=1.0, doc="default batch size (default of the control m)"),
+    "batch": Param(5.0, float, lo=1.0, doc="default batch size m (the default of the control m)"),
     "momentum": Param(False, bool, doc="EMA momentum: states (C, R, V) per mode and control beta"),
     "tail": Param(False, bool, doc="add the tail sum_{k>N} k^(-a) to the loss (needs a > 1)"),
 }
@@ -150,7 +151,7 @@ def stability_threshold(p, m=None) -> dict:
     d_k < 1 of docs/models.md section 5, necessary only) and ``"eta_c"`` (the exact threshold, the
     root of the secular equation, < eta_d)``}``.
     """
-    m = float(p["m"] if m is None else m)
+    m = float(p["batch"] if m is None else m)
     lam = spectrum(p)
     eta_d = float(2.0 * m / ((m + 1.0) * lam.max()))
 
@@ -174,7 +175,7 @@ def state_names(p):
 
 def controls(p):
     out = {"eta": Control(0.5, 0.0, math.inf, "learning rate"),
-           "m": Control(float(p["m"]), 1.0, math.inf, "batch size (continuous)")}
+           "m": Control(float(p["batch"]), 1.0, math.inf, "batch size (continuous)")}
     if p.get("momentum", False):
         out["beta"] = Control(0.1, 0.0, 1.0, "EMA momentum weight of the new gradient (1 = plain SGD)")
     return out

@@ -249,12 +249,17 @@ def _second_order_sum(C, D, omega, rp, i, k, K, M, sigma, al, be, s):
     acc = 0.0
     for d in range(n):
         new_d = 1 if (d < K and d != i and d != k) else 0
+        r_same = rp[base + new_d]              # e adds no new student
+        r_new = rp[base + new_d + 1]           # e is a student not among i, k, d
+        ckd = C[k, d]
+        cid = C[i, d]
+        sd = s[d]
         part = 0.0
         for e in range(d, n):
-            new_e = 1 if (e < K and e != i and e != k and e != d) else 0
             pair = 1.0 if e == d else 2.0
-            arg = (L4 * C[d, e] - C[k, d] * al[e] - C[i, d] * be[e]) * s[d] * s[e]
-            part = part + pair * rp[base + new_d + new_e] * omega[e] * ops.safe_asin(arg)
+            rho = r_new if (e < K and e != i and e != k and e != d) else r_same
+            arg = (L4 * C[d, e] - ckd * al[e] - cid * be[e]) * sd * s[e]
+            part = part + pair * rho * omega[e] * ops.safe_asin(arg)
         acc = acc + omega[d] * part
     return inv4 * ((4.0 / (ops.pi * ops.pi)) * acc + rp[base] * sigma * sigma * (2.0 / ops.pi))
 

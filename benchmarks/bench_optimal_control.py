@@ -143,17 +143,25 @@ def _lr_result(sol, wall, cpu, solver) -> dict:
             "best_constant": sol.baselines["best_constant"].objective, "ipopt": _ipopt_times(solver.stats())}
 
 
-def case_op_lr(K: int, repeat: bool, noise: float = 0.0) -> dict:
-    """op.solve build + first solve (fresh process), then repeated solves for a new sigma."""
+def _first_lr_solve(collocation, K: int, noise: float):
+    """(model, x0, solution, transcription, result) of a first solve; ``collocation`` is the module
+    holding the transcription cache (its place differs between today's code and now)."""
     import opt_protocols as op
-    from opt_protocols.control import collocation
     m = _committee(K)
     x0 = _start(m, K, noise)
     t = _clock()
     sol = op.solve(m, x0, T_LR, controls={"eta": ETA_BOUNDS}, intervals=INTERVALS_LR, progress=_stage_printer(t))
     wall, cpu = _since(t)
     tr = next(reversed(collocation._CACHE.values()))
-    out = _lr_result(sol, wall, cpu, tr.fallback if len(sol.stats["attempts"]) > 1 else tr.solver)
+    second = tr.fallback is not None and len(sol.stats.get("attempts", [])) > 1
+    return m, x0, sol, tr, _lr_result(sol, wall, cpu, tr.fallback if second else tr.solver)
+
+
+def case_op_lr(K: int, repeat: bool, noise: float = 0.0) -> dict:
+    """op.solve build + first solve (fresh process), then repeated solves for a new sigma."""
+    import opt_protocols as op
+    from opt_protocols.control import collocation
+    m, x0, sol, tr, out = _first_lr_solve(collocation, K, noise)
     out["n_w"] = tr.n_w
     if repeat:
         reps = {}
@@ -176,14 +184,7 @@ def case_orig_lr(K: int, noise: float = 0.0) -> dict:
     """Today's code (BASELINE_COMMIT, first on PYTHONPATH in this child): old API, same problem."""
     import opt_protocols as op
     from opt_protocols import collocation
-    m = _committee(K)
-    x0 = _start(m, K, noise)
-    t = _clock()
-    sol = op.solve(m, x0, T_LR, controls={"eta": ETA_BOUNDS}, intervals=INTERVALS_LR, progress=_stage_printer(t))
-    wall, cpu = _since(t)
-    tr = next(reversed(collocation._CACHE.values()))
-    out = _lr_result(sol, wall, cpu, tr.fallback if tr.fallback is not None and len(sol.stats.get("attempts", [])) > 1
-                     else tr.solver)
+    out = _first_lr_solve(collocation, K, noise)[-1]
     out["source"] = op.__file__
     return out
 

@@ -32,15 +32,20 @@ OPTIMAL = {"Solve_Succeeded"}
 ACCEPTABLE = {"Solved_To_Acceptable_Level"}
 
 _CACHE: OrderedDict[tuple, Transcription] = OrderedDict()
-#: IPOPT settings of a first attempt. Measured on the committee (K = M = 2..6) and DAE problems: the
-#: adaptive barrier update needs 2-8x fewer iterations than the monotone one where both converge;
-#: MUMPS with the PORD ordering factorises 3-10x faster than AMD at K = M = 4 and for the DAE; and
-#: MUMPS without its own scaling (``mumps_scaling = 0``; IPOPT scales the NLP already) factorises the
-#: committee KKT systems 2.6x faster at K = M = 6 and converges where the scaled factorisation's
-#: steps stall (K = M = 4, every state a variable: 11 instead of 106 iterations from the symmetric
-#: start, 12 instead of no convergence from an asymmetric one); the DAE takes the same iterations.
+#: IPOPT settings of a first attempt. Measured on the committee (K = M = 2..4) and DAE problems: the
+#: adaptive barrier update needs 2-8x fewer iterations than the monotone one where both converge, and
+#: MUMPS with the PORD ordering factorises 3-10x faster than AMD at K = M = 4 and for the DAE.
 IPOPT_DEFAULTS = {"print_level": 0, "sb": "yes", "tol": 1e-10, "max_iter": 300, "mu_strategy": "adaptive",
-                  "honor_original_bounds": "yes", "mumps_pivot_order": 4, "mumps_scaling": 0}
+                  "honor_original_bounds": "yes", "mumps_pivot_order": 4}
+#: Added for NLPs with at least WIDE_STATES state variables per point (dense n_x-blocks in the KKT
+#: matrix): MUMPS without its own scaling (IPOPT scales the NLP already). Measured on the committee
+#: with every state a variable: the factorisation 2.6x cheaper at K = M = 6, and convergence where
+#: the scaled factorisation's steps stall (K = M = 4: 11 instead of 106 iterations from the symmetric
+#: start, 12 instead of none from an asymmetric one; K = M = 6 asymmetric: 25). Below that size the
+#: default is kept: the DAE (8 states) takes the same iterations either way, and the curriculum (3
+#: states, a singular arc) stops 2e-12 higher without the scaling at 960 intervals.
+IPOPT_WIDE = {"mumps_scaling": 0}
+WIDE_STATES = 10
 #: Changes for a second attempt when the first did not converge (measured: committee K = M = 2, sigma =
 #: 0.35 takes 1223 adaptive iterations but 22 monotone ones).
 IPOPT_FALLBACK = {"mu_strategy": "monotone", "max_iter": 3000}
@@ -407,7 +412,7 @@ def build(problem: Problem, disc: Collocation, solver_options: dict, lump: Lumpi
     p = ca.MX.sym("p", n_p)
     nlp, derivs = build_structured_nlp(w, p, blocks, _sparse(gw, (n_g, n_w)), _sparse(gp, (n_g, n_p)), fw, Q)
     opts = {"print_time": False, **derivs,
-            "ipopt": dict(IPOPT_DEFAULTS)}
+            "ipopt": {**IPOPT_DEFAULTS, **(IPOPT_WIDE if n_x >= WIDE_STATES else {})}}
     for key, val in solver_options.items():
         if key.startswith("ipopt."):
             opts["ipopt"][key[6:]] = val

@@ -169,3 +169,12 @@ def test_dm_from_sparse_matches_dense():
     A = sp.coo_matrix((np.append(A.data, [1.0, 2.0]), (np.append(A.row, [0, 0]), np.append(A.col, [1, 1]))),
                       shape=A.shape)                                    # a duplicate entry is summed
     np.testing.assert_array_equal(np.array(_dm(A)), A.toarray())
+
+
+def test_split_tells_small_derivatives_apart():
+    """Equality is relative to each pair (and 1e-14 of the largest): 1e-12 and 2e-12 differ even next to 1."""
+    from opt_protocols.control.lumping import _split
+    values = np.array([1.0, 1e-12, 2e-12, 1e-12 * (1 + 1e-14), 1.0 + 1e-15])
+    blocks = _split(np.zeros(5, dtype=int), values)
+    assert blocks[1] == blocks[3] and blocks[0] == blocks[4]
+    assert len({blocks[0], blocks[1], blocks[2]}) == 3

@@ -27,9 +27,11 @@ import numpy as np
 
 from .problem import Problem
 
-#: Relative difference of two derivatives below which they count as equal (roundoff of sums
-#: evaluated in different orders is ~1e-15 of the terms' scale).
+#: Two derivatives count as equal when they differ by less than EQUAL_RTOL of the larger plus
+#: EQUAL_ATOL of the largest derivative of the state vector (roundoff of sums evaluated in
+#: different orders is ~1e-15 of the terms' scale). A pair wrongly told apart only loses a lumping.
 EQUAL_RTOL = 1e-10
+EQUAL_ATOL = 1e-14
 #: Random points of the lumped subspace at which the partition is checked (per refinement round).
 SAMPLES = 3
 #: Size of the random perturbation of block values, relative to |value| + 0.1.
@@ -112,13 +114,15 @@ def _control_sample(problem: Problem, rng: np.random.Generator) -> np.ndarray:
 
 
 def _split(blocks: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Refine ``blocks`` so that members of a block have equal ``values`` (to EQUAL_RTOL)."""
-    scale = max(float(np.max(np.abs(values))), 1e-300)
+    """Refine ``blocks`` so that members of a block have equal ``values`` (EQUAL_RTOL, EQUAL_ATOL)."""
+    floor = EQUAL_ATOL * float(np.max(np.abs(values)))
     label = np.empty(blocks.size)
     for b in np.unique(blocks):
         idx = np.nonzero(blocks == b)[0]
         order = idx[np.argsort(values[idx], kind="stable")]
-        gaps = np.diff(values[order]) > EQUAL_RTOL * scale
+        v = values[order]
+        larger = np.maximum(np.abs(v[1:]), np.abs(v[:-1]))
+        gaps = np.diff(v) > EQUAL_RTOL * larger + floor
         label[order] = np.concatenate([[0], np.cumsum(gaps)])
     return _groups(blocks, label)
 

@@ -1,20 +1,30 @@
 """Optimal control: ``op.solve`` (structured collocation + IPOPT) against the obvious alternatives.
 
 1. Committee machine learning-rate schedule (docs/models.md section 1): ``op.solve(model, t_final=20,
-   controls={"eta": (0, 3)}, intervals=50)``, sigma = 0.3, K = M = 2, 3, 4, 6. Build + first solve
-   wall time, each K in a fresh process (no cached transcription, no traced model), then for
-   K = M = 2 repeated solves on the cached build with a new constant (sigma = 0.25), warm-started
-   from the previous solution and from the baseline simulation. (sigma = 0.35 is not used: from the
-   baseline start IPOPT does not converge there; 3000 and 300 iterations reached in two checks.)
-   Targets: < 3 s (K = M = 2) and < 10 s (K = M = 3) for build + first solve; < 1 s repeated (K = M = 2).
-2. Baseline: the obvious inlined transcription of the same NLP (written here, not product code):
+   controls={"eta": (0, 3)}, intervals=50)``, sigma = 0.3, K = M = 2, 4, 6, 8, default initial state
+   (Q = 0.5 I, R = 0.01 I: students symmetric, so the NLP lumps them to 4 states). Build + first solve
+   wall time, each K in a fresh process (no cached transcription, no traced model), against **today's
+   code**: commit ``BASELINE_COMMIT`` of this repository (``git archive`` into a temporary directory,
+   run with that tree first on PYTHONPATH, old API ``op.solve(..., intervals=50)``), measured in the
+   same run. Same optimum to 1e-8 relative where the baseline finishes. Targets: K = M = 4 < 5 s,
+   6 < 30 s, 8 < 60 s. Without the symmetry: an asymmetric start (R0 = 0.01 I + 1e-3 uniform
+   noise, nothing to lump: every state an NLP variable), K = M = 2, 3, 4, 6, against today's code.
+   Then for K = M = 2 repeated solves on the cached build with a new constant (sigma = 0.25),
+   warm-started from the previous solution and from the baseline simulation. Target: < 1 s
+   repeated (K = M = 2).
+2. DAE noise schedule (docs/models.md section 3), 399 intervals, D_F = 0.1 and 0.3: ``op.solve`` with its
+   default IPOPT options against the options the results scripts passed until now (honour the
+   original bounds, adaptive barrier; passing ``mu_strategy`` also drops the monotone second
+   attempt). Same optimum (8.7940196, 9.4270697) to 2e-7. Target: < 5 s on a quiet machine (CPU time
+   in the notes).
+3. Baseline: the obvious inlined transcription of the same NLP (written here, not product code):
    Legendre degree-3 collocation, every collocation equation an SX expression of
    ``model.casadi.rhs`` called on SX symbols, all ``vertcat``-ed, ``nlpsol`` with the exact Hessian
    and CasADi's default derivative generation. Same variables in the same order, same state bounds
    (the model's ``state_bounds``), same IPOPT options and the same initial point (forward simulation
    of the best constant eta) as ``op.solve``, so both should take about the same IPOPT iterations.
    Same optimum to 1e-6 relative. Target: ``op.solve`` >= 3x faster end to end.
-3. Adaptive dropout (docs/models.md section 1; K = 2, M = 1, sigma = 0.2, Q0 = R0 = 0, eta = 1, r(alpha)
+4. Adaptive dropout (docs/models.md section 1; K = 2, M = 1, sigma = 0.2, Q0 = R0 = 0, eta = 1, r(alpha)
    piecewise constant in [0, 1], static p_test in [0, 1], alpha_F = 5) against direct multiple
    shooting with one CVODES integrator per interval (boundary states as NLP variables with the model's
    state bounds, p_test entering the final loss through the constants, exact Hessian from CasADi's
@@ -38,6 +48,8 @@ shared machine inflates wall times.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,15 +59,26 @@ from pathlib import Path
 import numpy as np
 
 BENCH = "optimal_control"
+#: today's code (before the lumping, the shared-root equations and the DM construction)
+BASELINE_COMMIT = "b3e0394"
+LR_SIZES = (2, 4, 6, 8)
+ASYM_SIZES = (2, 3, 4, 6)
+ASYM_NOISE = 1e-3
+ORIG_LIMIT = {2: 120, 4: 300, 6: 700, 8: 60}
+ORIG_ASYM_LIMIT = {2: 120, 3: 240, 4: 400, 6: 60}
+DAE_T, DAE_BOUNDS, DAE_INTERVALS = 4.0, (0.01, 0.99), 399
+DAE_OPTIMUM = {0.1: 8.7940196, 0.3: 9.4270697}
+DAE_TUNED = {0.1: {"ipopt.honor_original_bounds": "yes", "ipopt.mu_strategy": "adaptive"},
+             0.3: {"ipopt.honor_original_bounds": "yes"}}
 T_LR, INTERVALS_LR, SIGMA_LR, SIGMA_NEW = 20.0, 50, 0.3, 0.25
 ETA_BOUNDS = (0.0, 3.0)
 T_DROP, SIGMA_DROP = 5.0, 0.2
 DROP_INTERVALS = (5, 10, 50)        # 50: the reference problem
 MS_LIMIT = {5: 120, 10: 120, 50: 240}
 MS_RTOL, MS_ATOL = 1e-9, 1e-11
-IPOPT_FALLBACK = {"print_level": 0, "sb": "yes", "tol": 1e-10, "max_iter": 3000}
-BUDGET_S = 570.0                       # whole module, wall clock
-TARGETS = {"first_2": 3.0, "first_3": 10.0, "repeat_2": 1.0, "inline": 3.0, "ms": 200.0}
+BUDGET_S = 2400.0                      # whole module, wall clock (today's code at K = M = 6 takes ~6 min)
+TARGETS = {"first_4": 5.0, "first_6": 30.0, "first_8": 60.0, "repeat_2": 1.0, "inline": 3.0, "ms": 200.0,
+           "dae": 5.0}
 MARK = "@@BENCH_RESULT@@"
 STAGE = "@@BENCH_STAGE@@"
 
@@ -66,8 +89,8 @@ STAGE = "@@BENCH_STAGE@@"
 
 def _ipopt_options() -> dict:
     """The IPOPT options op.solve uses (so the baselines solve with the same settings)."""
-    from opt_protocols import collocation
-    return dict(getattr(collocation, "IPOPT_DEFAULTS", IPOPT_FALLBACK))
+    from opt_protocols.control import collocation
+    return dict(collocation.IPOPT_DEFAULTS)
 
 
 def _clock():
@@ -101,29 +124,52 @@ def _committee(K: int, sigma: float = SIGMA_LR):
     return op.load_model("committee", K=K, M=K, sigma=sigma)
 
 
-def case_op_lr(K: int, repeat: bool) -> dict:
-    """op.solve build + first solve (fresh process), then repeated solves for a new sigma."""
-    import opt_protocols as op
-    from opt_protocols import collocation
-    m = _committee(K)
-    t = _clock()
+def _start(m, K: int, noise: float) -> np.ndarray:
+    """The default initial state, or R0 = 0.01 I plus uniform noise (seed 0) that breaks the symmetry."""
+    if not noise:
+        return m.initial_state()
+    return m.initial_state(R=0.01 * np.eye(K) + noise * np.random.default_rng(0).uniform(-1.0, 1.0, (K, K)))
 
+
+def _stage_printer(t):
     def stage(name):   # read back by the parent if the case is stopped at its time limit
         w, c = _since(t)
         print(f"{STAGE}{name} {w:.1f} {c:.1f}", flush=True)
+    return stage
 
-    sol = op.solve(m, t_final=T_LR, controls={"eta": ETA_BOUNDS}, intervals=INTERVALS_LR, progress=stage)
+
+def _lr_result(sol, wall, cpu, solver) -> dict:
+    return {"wall": wall, "cpu": cpu, "status": sol.status, "return_status": sol.return_status,
+            "objective": sol.objective, "stats": _jsonable(sol.stats),
+            "gap": (sol.verification or {}).get("relative_gap"),
+            "best_constant": sol.baselines["best_constant"].objective, "ipopt": _ipopt_times(solver.stats())}
+
+
+def _first_lr_solve(collocation, K: int, noise: float):
+    """(model, x0, solution, transcription, result) of a first solve; ``collocation`` is the module
+    holding the transcription cache (its place differs between today's code and now)."""
+    import opt_protocols as op
+    m = _committee(K)
+    x0 = _start(m, K, noise)
+    t = _clock()
+    sol = op.solve(m, x0, T_LR, controls={"eta": ETA_BOUNDS}, intervals=INTERVALS_LR, progress=_stage_printer(t))
     wall, cpu = _since(t)
     tr = next(reversed(collocation._CACHE.values()))
-    out = {"wall": wall, "cpu": cpu, "status": sol.status, "return_status": sol.return_status,
-           "objective": sol.objective, "stats": _jsonable(sol.stats), "gap": sol.verification.get("relative_gap"),
-           "best_constant": sol.baselines["best_constant"].objective, "ipopt": _ipopt_times(tr.solver.stats()),
-           "n_w": tr.n_w}
+    second = tr.fallback is not None and len(sol.stats.get("attempts", [])) > 1
+    return m, x0, sol, tr, _lr_result(sol, wall, cpu, tr.fallback if second else tr.solver)
+
+
+def case_op_lr(K: int, repeat: bool, noise: float = 0.0) -> dict:
+    """op.solve build + first solve (fresh process), then repeated solves for a new sigma."""
+    import opt_protocols as op
+    from opt_protocols.control import collocation
+    m, x0, sol, tr, out = _first_lr_solve(collocation, K, noise)
+    out["n_w"] = tr.n_w
     if repeat:
         reps = {}
         for name, warm in (("warm", sol), ("baseline", "baseline")):
             t = _clock()
-            s2 = op.solve(m, t_final=T_LR, controls={"eta": ETA_BOUNDS}, intervals=INTERVALS_LR,
+            s2 = op.solve(m, x0, T_LR, controls={"eta": ETA_BOUNDS}, intervals=INTERVALS_LR,
                           constants={"sigma": SIGMA_NEW}, warm_start=warm)
             w2, c2 = _since(t)
             # the solver that ran: a separate primal-dual warm-start solver if the transcription has one
@@ -134,6 +180,27 @@ def case_op_lr(K: int, repeat: bool) -> dict:
         reps["cached"] = bool(reps["warm"]["stats"]["cached_build"] and reps["baseline"]["stats"]["cached_build"])
         out["repeat"] = reps
     return out
+
+
+def case_orig_lr(K: int, noise: float = 0.0) -> dict:
+    """Today's code (BASELINE_COMMIT, first on PYTHONPATH in this child): old API, same problem."""
+    import opt_protocols as op
+    from opt_protocols import collocation
+    out = _first_lr_solve(collocation, K, noise)[-1]
+    out["source"] = op.__file__
+    return out
+
+
+def case_dae(D_F: float, tuned: bool) -> dict:
+    """The DAE noise schedule at the reference size, default IPOPT options or the former hand-tuned ones."""
+    import opt_protocols as op
+    m = op.load_model("dae", D_F=D_F)
+    t = _clock()
+    sol = op.solve(m, t_final=DAE_T, controls={"D": DAE_BOUNDS}, intervals=DAE_INTERVALS,
+                   baselines={"constant_D_F": {"D": D_F}}, solver_options=DAE_TUNED[D_F] if tuned else None)
+    wall, cpu = _since(t)
+    return {"wall": wall, "cpu": cpu, "status": sol.status, "objective": sol.objective, "stats": _jsonable(sol.stats),
+            "gap": sol.verification.get("relative_gap")}
 
 
 def _legendre(d: int):
@@ -159,14 +226,16 @@ def case_inline_lr(K: int, degree: int = 3) -> dict:
     import casadi as ca
 
     import opt_protocols as op
-    from opt_protocols.baselines import best_constant
-    from opt_protocols.problem import make_problem
+    from opt_protocols.control.baselines import best_constant
+    from opt_protocols.control.evaluate import Evaluator
+    from opt_protocols.control.problem import make_problem
 
     m = _committee(K)
     n, T = INTERVALS_LR, T_LR
     x0 = m.initial_state()
     # initial point: the forward simulation of the best constant eta, as op.solve's default (not timed)
-    best = best_constant(make_problem(m, t_final=T, controls={"eta": ETA_BOUNDS}))
+    problem = make_problem(m, t_final=T, controls={"eta": ETA_BOUNDS})
+    best = best_constant(problem, Evaluator(problem))
     eta0 = best.values["eta"]
     tau, C, D = _legendre(degree)
     h = T / n
@@ -220,7 +289,7 @@ DROPOUT_KW = dict(controls={"r": (0, 1)}, fixed={"eta": 1.0}, static={"p_test": 
 
 def case_op_dropout(n: int) -> dict:
     import opt_protocols as op
-    from opt_protocols import collocation
+    from opt_protocols.control import collocation
     m, x0 = _dropout()
     note = ""
     t = _clock()
@@ -245,16 +314,18 @@ def case_ms_dropout(n: int, rtol: float = MS_RTOL, atol: float = MS_ATOL) -> dic
     """Baseline 3: direct multiple shooting, one CVODES integrator per interval, exact Hessian."""
     import casadi as ca
 
-    from opt_protocols.baselines import best_constant, evaluate
-    from opt_protocols.problem import make_problem
+    from opt_protocols.control.baselines import best_constant
+    from opt_protocols.control.evaluate import Evaluator
+    from opt_protocols.control.problem import make_problem
     from opt_protocols.protocol import as_protocol
     from opt_protocols.simulate import simulate
 
     m, x0 = _dropout()
     problem = make_problem(m, t_final=T_DROP, x0=x0, **DROPOUT_KW)
+    ev = Evaluator(problem)
     i_pt = m.constants.slices()["p_test"].start
     # initial point: boundary states of the best constant (r, p_test), as op.solve's default (not timed)
-    best = best_constant(problem)
+    best = best_constant(problem, ev)
     r0, pt0 = best.values["r"], best.static["p_test"]
     tn = np.linspace(0.0, T_DROP, n + 1)
     sim = simulate(m, x0, best.protocol, T_DROP, t_eval=tn, rtol=1e-10, atol=1e-12)
@@ -286,7 +357,7 @@ def case_ms_dropout(n: int, rtol: float = MS_RTOL, atol: float = MS_ATOL) -> dic
     wopt = np.array(res["x"]).ravel()
     r_opt, pt_opt = np.clip(wopt[-n - 1:-1], 0.0, 1.0), float(np.clip(wopt[-1], 0.0, 1.0))
     # accuracy of the CVODES objective: its optimum re-simulated at rtol 1e-12 (numba, adaptive)
-    exact = evaluate(problem, as_protocol(m, {"r": r_opt, "eta": 1.0}, T_DROP), {"p_test": pt_opt})
+    exact = ev.objective(as_protocol(m, {"r": r_opt, "eta": 1.0}, T_DROP), {"p_test": pt_opt})
     return {"build_wall": build_wall, "build_cpu": build_cpu, "solve_wall": solve_wall, "solve_cpu": solve_cpu,
             "objective": float(res["f"]), "return_status": st["return_status"], "iterations": st["iter_count"],
             "resimulated": exact, "r": r_opt.tolist(), "p_test": pt_opt, "ipopt": _ipopt_times(st)}
@@ -296,8 +367,8 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-CASES = {"op_lr": case_op_lr, "inline_lr": case_inline_lr, "op_dropout": case_op_dropout,
-         "ms_dropout": case_ms_dropout}
+CASES = {"op_lr": case_op_lr, "orig_lr": case_orig_lr, "dae": case_dae, "inline_lr": case_inline_lr,
+         "op_dropout": case_op_dropout, "ms_dropout": case_ms_dropout}
 
 
 def _child_main(spec_json: str) -> None:
@@ -317,8 +388,10 @@ class _Runner:
     def remaining(self) -> float:
         return self.deadline - time.perf_counter()
 
-    def __call__(self, limit: float | None = None, **spec) -> dict:
-        """The case's result dict, or {"skipped": reason, "elapsed": s} (time limit or error)."""
+    def __call__(self, limit: float | None = None, pythonpath: str | None = None, **spec) -> dict:
+        """The case's result dict, or {"skipped": reason, "elapsed": s} (time limit or error).
+
+        ``pythonpath``: a source tree put first on the child's PYTHONPATH (today's code)."""
         left = self.remaining()
         limit = left if limit is None else min(limit, left)
         label = ", ".join(f"{k}={v}" for k, v in spec.items())
@@ -327,8 +400,11 @@ class _Runner:
         print(f"  [{BENCH}] {label} (limit {limit:.0f} s)", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
+            env = None
+            if pythonpath:
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([pythonpath, os.environ.get("PYTHONPATH", "")])}
             proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps(spec)],
-                                  capture_output=True, text=True, timeout=limit)
+                                  capture_output=True, text=True, timeout=limit, env=env)
         except subprocess.TimeoutExpired as exc:
             out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
             stages = [ln[len(STAGE):].split() for ln in out.splitlines() if ln.startswith(STAGE)]
@@ -344,6 +420,19 @@ class _Runner:
                 return json.loads(line[len(MARK):])
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"skipped": f"child failed (exit {proc.returncode}): {tail}", "elapsed": elapsed}
+
+
+def baseline_tree() -> str | None:
+    """Today's code (BASELINE_COMMIT of this repository) extracted into a temporary directory, or None."""
+    repo = Path(__file__).resolve().parents[1]
+    dest = Path(tempfile.mkdtemp(prefix=f"opt_protocols_{BASELINE_COMMIT}_"))
+    try:
+        archive = subprocess.run(["git", "-C", str(repo), "archive", BASELINE_COMMIT], capture_output=True,
+                                 check=True, timeout=60).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return str(dest)
 
 
 def _f(v, spec: str) -> str:
@@ -372,20 +461,35 @@ def _breakdown(r: dict) -> str:
             f"+ guess/verify {other:.2f} s ({s['iterations']} it, {r.get('n_w', s.get('n_variables'))} vars)")
 
 
-def _lr_rows(res_op: dict, res_inl: dict) -> list[dict]:
+def _versus_today(case: str, r: dict, q: dict, target: float | None) -> dict:
+    """A row: op.solve now (value) against today's code (baseline), same problem, same run."""
+    if "skipped" in r:
+        return {"case": case, "unit": "s", "note": f"op.solve skipped: {r['skipped']}"}
+    ok = r["status"] == "optimal"
+    note = (f"{r['status']} ({r['return_status']}), eg={_f(r['objective'], '.12g')} (best const "
+            f"{r['best_constant']:.7g}), re-sim gap {_f(r['gap'], '.1e')}; {_breakdown(r)}, "
+            f"{r['stats'].get('nlp_states')} NLP states; cpu {r['cpu']:.2f} s; {_fmt_ipopt(r['ipopt'])}")
+    if target:
+        note += f"; target < {target:g} s (and optimal) {_met(r['wall'] < target and ok)}"
+    if "skipped" in q:
+        return {"case": case, "value": r["wall"], "unit": "s",
+                "note": f"today's code ({BASELINE_COMMIT}) {q['skipped']}: ratio > {q['elapsed'] / r['wall']:.0f}; "
+                        f"{note}"}
+    agree = _rel(r["objective"], q["objective"]) if q["objective"] == q["objective"] else float("nan")
+    note = (f"optima agree to {agree:.1e} (1e-8 {_met(agree < 1e-8)}); today's code ({BASELINE_COMMIT}): "
+            f"{q['status']}, {q['stats']['iterations']} it, build {q['stats']['build_time']:.2f} + IPOPT "
+            f"{q['stats']['solve_time']:.2f} s, cpu {q['cpu']:.2f} s; now: {note}")
+    return {"case": case, "value": r["wall"], "unit": "s", "baseline": q["wall"], "note": note}
+
+
+def _lr_rows(res_op: dict, res_orig: dict, res_asym: dict, res_orig_asym: dict, res_inl: dict) -> list[dict]:
     rows = []
     for K, r in res_op.items():
-        case = f"lr K=M={K}: build + first solve (op.solve)"
-        if "skipped" in r:
-            rows.append({"case": case, "unit": "s", "note": f"skipped: {r['skipped']}"})
-            continue
-        tgt = TARGETS.get(f"first_{K}")
-        ok = r["status"] == "optimal"
-        tnote = f"; target < {tgt:g} s (and optimal) {_met(r['wall'] < tgt and ok)}" if tgt else ""
-        rows.append({"case": case, "value": r["wall"], "unit": "s",
-                     "note": f"{r['status']} ({r['return_status']}), eg={_f(r['objective'], '.10g')} "
-                             f"(best const {r['best_constant']:.7g}), re-sim gap {_f(r['gap'], '.1e')}; "
-                             f"{_breakdown(r)}; cpu {r['cpu']:.2f} s; {_fmt_ipopt(r['ipopt'])}{tnote}"})
+        rows.append(_versus_today(f"lr K=M={K}: build + first solve, op.solve vs today's code", r,
+                                  res_orig.get(K, {"skipped": "not run", "elapsed": 0.0}), TARGETS.get(f"first_{K}")))
+    for K, r in res_asym.items():
+        rows.append(_versus_today(f"lr K=M={K}, asymmetric start (nothing to lump): op.solve vs today's code", r,
+                                  res_orig_asym.get(K, {"skipped": "not run", "elapsed": 0.0}), None))
     r2 = res_op.get(2, {})
     if "repeat" in r2:
         for name, label in (("warm", "warm_start=previous solution"), ("baseline", "warm_start='baseline'")):
@@ -434,6 +538,27 @@ def _lr_rows(res_op: dict, res_inl: dict) -> list[dict]:
     return rows
 
 
+def _dae_rows(res: dict) -> list[dict]:
+    rows = []
+    for D_F in DAE_OPTIMUM:
+        r, q = res.get((D_F, False), {}), res.get((D_F, True), {})
+        case = f"DAE D_F={D_F}, {DAE_INTERVALS} intervals: default IPOPT options vs the former hand-tuned ones"
+        if "skipped" in r or "skipped" in q:
+            rows.append({"case": case, "unit": "s", "note": f"skipped: {r.get('skipped') or q.get('skipped')}"})
+            continue
+        err = abs(r["objective"] - DAE_OPTIMUM[D_F])
+        agree = _rel(r["objective"], q["objective"])
+        s, t = r["stats"], q["stats"]
+        rows.append({"case": case, "value": r["wall"], "unit": "s", "baseline": q["wall"],
+                     "note": f"default: {r['status']} eg={r['objective']:.9g} (reference {DAE_OPTIMUM[D_F]}: "
+                             f"{err:.1e}, 2e-7 {_met(err < 2e-7)}), {s['iterations']} it {s['attempts']}, build "
+                             f"{s['build_time']:.2f} + baselines {s['baseline_time']:.2f} + IPOPT {s['solve_time']:.2f}"
+                             f" s, cpu {r['cpu']:.2f} s; tuned: {t['iterations']} it, IPOPT {t['solve_time']:.2f} s, "
+                             f"cpu {q['cpu']:.2f} s; optima agree to {agree:.1e}; target < {TARGETS['dae']:g} s "
+                             f"(quiet machine) {_met(r['wall'] < TARGETS['dae'])}"})
+    return rows
+
+
 def _dropout_rows(res_op: dict, res_ms: dict) -> list[dict]:
     rows, fit = [], []
     for n in DROP_INTERVALS:
@@ -465,7 +590,8 @@ def _dropout_rows(res_op: dict, res_ms: dict) -> list[dict]:
         rows.append({"case": case, "value": r["wall"], "unit": "s", "baseline": base,
                      "note": f"optima agree to {agree:.1e} (1e-5 {_met(agree < 1e-5)}), max |dr| "
                              f"{np.max(np.abs(np.subtract(r['r'], q['r']))):.1e}; "
-                             f"target >= {TARGETS['ms']:g}x {_met(ratio >= TARGETS['ms'] and agree < 1e-5)}; IPOPT only: "
+                             f"target >= {TARGETS['ms']:g}x {_met(ratio >= TARGETS['ms'] and agree < 1e-5)}; "
+                             f"IPOPT only: "
                              f"{r['stats']['solve_time']:.3f} vs {q['solve_wall']:.1f} s "
                              f"({q['solve_wall'] / r['stats']['solve_time']:.0f}x); "
                              f"MS {q['return_status']} eg={q['objective']:.10g} p_test={q['p_test']:.6f}, build "
@@ -478,22 +604,44 @@ def _dropout_rows(res_op: dict, res_ms: dict) -> list[dict]:
 
 
 def run() -> list[dict]:
+    tree = baseline_tree()
+    try:
+        return _run(tree)
+    finally:
+        if tree:
+            shutil.rmtree(tree, ignore_errors=True)
+
+
+def _run(tree: str | None) -> list[dict]:
     go = _Runner(BUDGET_S)
-    op_lr, inl, op_do, ms = {}, {}, {}, {}
-    op_lr[2] = go(limit=120, case="op_lr", K=2, repeat=True)
+    op_lr, orig, asym, orig_asym, inl, dae, op_do, ms = {}, {}, {}, {}, {}, {}, {}, {}
+    unavailable = {"skipped": f"unavailable (git archive {BASELINE_COMMIT} failed)", "elapsed": 0.0}
+    # compile / load the numba caches of both trees first (not timed)
+    go(limit=300, case="op_lr", K=2, repeat=False)
+    if tree:
+        go(limit=300, pythonpath=tree, case="orig_lr", K=2)
+    for K in LR_SIZES:
+        op_lr[K] = go(limit=300, case="op_lr", K=K, repeat=K == 2)
+        orig[K] = go(limit=ORIG_LIMIT[K], pythonpath=tree, case="orig_lr", K=K) if tree else unavailable
+    for K in ASYM_SIZES:
+        asym[K] = go(limit=600, case="op_lr", K=K, repeat=False, noise=ASYM_NOISE)
+        orig_asym[K] = go(limit=ORIG_ASYM_LIMIT[K], pythonpath=tree, case="orig_lr", K=K, noise=ASYM_NOISE) \
+            if tree else unavailable
+    for D_F in DAE_OPTIMUM:
+        for tuned in (False, True):
+            dae[(D_F, tuned)] = go(limit=120, case="dae", D_F=D_F, tuned=tuned)
     inl[2] = go(limit=240, case="inline_lr", K=2)
-    op_lr[3] = go(limit=120, case="op_lr", K=3, repeat=False)
     for n in DROP_INTERVALS:
         op_do[n] = go(limit=60, case="op_dropout", n=n)
     for n in DROP_INTERVALS:
         ms[n] = go(limit=MS_LIMIT[n], case="ms_dropout", n=n)
-    op_lr[4] = go(limit=240, case="op_lr", K=4, repeat=False)
-    inl[3] = go(limit=120, case="inline_lr", K=3)
-    op_lr[6] = go(case="op_lr", K=6, repeat=False)
-    raw = {"op_lr": op_lr, "inline_lr": inl, "op_dropout": op_do, "ms_dropout": ms}
+    raw = {"op_lr": op_lr, "orig_lr": orig, "asym": asym, "orig_asym": orig_asym, "inline_lr": inl,
+           "dae": {f"{k[0]}-{'tuned' if k[1] else 'default'}": v for k, v in dae.items()},
+           "op_dropout": op_do, "ms_dropout": ms}
     Path(tempfile.gettempdir(), "bench_optimal_control_raw.json").write_text(json.dumps(raw, indent=1))
     rows = []
-    for build_rows, args in ((_lr_rows, (op_lr, inl)), (_dropout_rows, (op_do, ms))):
+    for build_rows, args in ((_lr_rows, (op_lr, orig, asym, orig_asym, inl)), (_dae_rows, (dae,)),
+                             (_dropout_rows, (op_do, ms))):
         try:
             rows += build_rows(*args)
         except Exception as exc:   # a formatting problem must not hide the measurements

@@ -11,7 +11,11 @@ K = M = 2, 4, 8, default initial state (Q = 0.5 I, R = 0.01 I), default eta = 0.
 * accuracy: both final losses against a tight reference (``op.simulate`` at rtol 1e-13).
 * finite-N SGD (``op.simulate_sgd``) time for the same eg(alpha) curve, K = M = 2.
 
-Targets (DESIGN): >= 50x faster than the SciPy baseline and < 10 ms for K = M = 2.
+Targets: >= 50x faster than the SciPy baseline and < 10 ms for K = M = 2 (DESIGN); >= 20x for
+K = M = 8 (the right-hand side shares its square roots between terms, docs/performance.md). The
+numba integrator stops exactly at every output time, so the curve rows take more steps than the
+final-value rows; the ratio of one right-hand-side evaluation (numba vs the CasADi Function) is in
+the notes.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ RTOL, ATOL = 1e-8, 1e-10
 N_OUT = 101
 SIZES = (2, 4, 8)
 SPEEDUP_TARGET, TIME_TARGET_MS = 50.0, 10.0
+WIDE_TARGET = {8: 20.0}
 SGD_N = 1000
 
 
@@ -78,26 +83,37 @@ def _case(K: int) -> list[dict]:
 
     casadi_rhs(0.0, x0)
     sreps = {2: 5, 4: 2}.get(K, 1)
+    n_calls = 2000 if K < 8 else 300
+    t_f_nb, _ = best_of(lambda: [model.numba.rhs(x0, u, c, model.dims) for _ in range(n_calls)], 3)
+    t_f_ca, _ = best_of(lambda: [F(x0, u, c) for _ in range(n_calls)], 3)
+    per_call = (f"one rhs: numba {t_f_nb / n_calls * 1e6:.1f} us, CasADi Function {t_f_ca / n_calls * 1e6:.1f} us "
+                f"({F.n_instructions()} instructions)")
     rows = []
     ms = 1e3
     for method in ("RK45", "DOP853"):
-        t_sp, sol = best_of(lambda: _solve_ivp(casadi_rhs, x0, t_eval, method), sreps)
+        t_sp, sol = best_of(lambda method=method: _solve_ivp(casadi_rhs, x0, t_eval, method), sreps)
         err_sp = _rel(model.loss(np.ascontiguousarray(sol.y[:, -1])), eg_ref)
         note = (f"final eg rel. err vs rtol-1e-13 ref: numba {err_nb:.1e}, scipy {err_sp:.1e}; "
                 f"numba {tr.n_steps} steps (~{6 * tr.n_steps + 1} rhs), scipy {sol.nfev} rhs; "
                 f"best of {reps}/{sreps}")
+        note += f"; {per_call}"
         if K == 2:
             ratio = t_sp / t_nb
             note += (f"; targets: >= {SPEEDUP_TARGET:g}x {'MET' if ratio >= SPEEDUP_TARGET else 'MISSED'}, "
                      f"< {TIME_TARGET_MS:g} ms {'MET' if t_nb * ms < TIME_TARGET_MS else 'MISSED'}")
+        elif K in WIDE_TARGET:
+            note += f"; target >= {WIDE_TARGET[K]:g}x {'MET' if t_sp / t_nb >= WIDE_TARGET[K] else 'MISSED'}"
         rows.append(dict(case=f"K=M={K} curve ({N_OUT} pts): numba dopri5 vs solve_ivp {method} (CasADi rhs)",
                          value=t_nb * ms, unit="ms", baseline=t_sp * ms, note=note))
         if method == "RK45":
             # final value only: the numba integrator then takes no output stops
-            t_sp2, sol2 = best_of(lambda: _solve_ivp(casadi_rhs, x0, None, method), sreps)
+            t_sp2, sol2 = best_of(lambda method=method: _solve_ivp(casadi_rhs, x0, None, method), sreps)
             err2 = _rel(model.loss(np.ascontiguousarray(sol2.y[:, -1])), eg_ref)
             note2 = (f"final eg rel. err: numba {_rel(tr_final.final_loss, eg_ref):.1e}, scipy {err2:.1e}; "
                      f"numba {tr_final.n_steps} steps, scipy {sol2.nfev} rhs")
+            if K in WIDE_TARGET:
+                met = "MET" if t_sp2 / t_nb_final >= WIDE_TARGET[K] else "MISSED"
+                note2 += f"; target >= {WIDE_TARGET[K]:g}x {met}"
             if K == 2:
                 ratio2 = t_sp2 / t_nb_final
                 note2 += (f"; targets: >= {SPEEDUP_TARGET:g}x "

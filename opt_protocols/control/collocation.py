@@ -25,6 +25,8 @@ import casadi as ca
 import numpy as np
 
 from .. import interrupt
+from .ipopt_progress import IterationReporter
+from .lumping import Lumping, find_lumping, state_box
 from .methods import Collocation, Context, MethodResult
 from .problem import Problem
 
@@ -34,9 +36,18 @@ ACCEPTABLE = {"Solved_To_Acceptable_Level"}
 _CACHE: OrderedDict[tuple, Transcription] = OrderedDict()
 #: IPOPT settings of a first attempt. Measured on the committee (K = M = 2..4) and DAE problems: the
 #: adaptive barrier update needs 2-8x fewer iterations than the monotone one where both converge, and
-#: MUMPS with the PORD ordering factorises 3-10x faster at K = M = 4 and for the DAE.
+#: MUMPS with the PORD ordering factorises 3-10x faster than AMD at K = M = 4 and for the DAE.
 IPOPT_DEFAULTS = {"print_level": 0, "sb": "yes", "tol": 1e-10, "max_iter": 300, "mu_strategy": "adaptive",
                   "honor_original_bounds": "yes", "mumps_pivot_order": 4}
+#: Added for NLPs with at least WIDE_STATES state variables per point (dense n_x-blocks in the KKT
+#: matrix): MUMPS without its own scaling (IPOPT scales the NLP already). Measured on the committee
+#: with every state a variable: the factorisation 2.6x cheaper at K = M = 6, and convergence where
+#: the scaled factorisation's steps stall (K = M = 4: 11 instead of 106 iterations from the symmetric
+#: start, 12 instead of none from an asymmetric one; K = M = 6 asymmetric: 25). Below that size the
+#: default is kept: the DAE (8 states) takes the same iterations either way, and the curriculum (3
+#: states, a singular arc) stops 2e-12 higher without the scaling at 960 intervals.
+IPOPT_WIDE = {"mumps_scaling": 0}
+WIDE_STATES = 10
 #: Changes for a second attempt when the first did not converge (measured: committee K = M = 2, sigma =
 #: 0.35 takes 1223 adaptive iterations but 22 monotone ones).
 IPOPT_FALLBACK = {"mu_strategy": "monotone", "max_iter": 3000}
@@ -102,7 +113,22 @@ class Transcription:
     options: dict = field(default_factory=dict, repr=False)
     fallback: ca.Function | None = None   # same NLP, IPOPT_FALLBACK settings (None: user chose the barrier)
     warm_solver: ca.Function | None = None  # same NLP, IPOPT_WARM settings (built on first use)
+    reporter: IterationReporter | None = None  # the solvers' iteration_callback
     key: str = ""                           # the structure, as text (a restart must match it)
+    lumping: Lumping | None = None        # states solved as one block (None: every state is a variable)
+
+    def reduce(self, x: np.ndarray) -> np.ndarray:
+        """The NLP's state variables from full state vectors (along the first axis)."""
+        return x if self.lumping is None else self.lumping.reduce(x)
+
+    def expand(self, z: np.ndarray) -> np.ndarray:
+        """Full state vectors from the NLP's state variables (along the first axis)."""
+        return z if self.lumping is None else self.lumping.expand(z)
+
+    def constants(self, c: np.ndarray) -> np.ndarray:
+        """The NLP's constant parameters from the model's constant vector."""
+        return c if self.lumping is None else c[self.lumping.c_reps]
+
     def element_times(self, t_final: float) -> np.ndarray:
         return np.linspace(0.0, t_final, self.n_el + 1)
 
@@ -114,33 +140,43 @@ class Transcription:
         return (np.arange(self.n_el)[:, None] + self.tau[None, 1:]) * h
 
 
-def _structure_key(problem: Problem, disc: Collocation) -> tuple:
+def _structure_key(problem: Problem, disc: Collocation, lump: Lumping | None) -> tuple:
     m = problem.model
     return (m.module.__name__, getattr(m.module, "__file__", None), m.kind, tuple(m.dims), m.n_x, m.c.size,
             tuple(m.control_names), tuple(problem.controls), tuple(problem.static),
             tuple((b.control, b.relation) for b in problem.budgets), problem.smoothness > 0,
             problem.smoothness, tuple(sorted(problem.monotone.items())), problem.objective,
-            disc.intervals, disc.degree, disc.scheme, disc.elements, disc.control_type)
+            disc.intervals, disc.degree, disc.scheme, disc.elements, disc.control_type,
+            None if lump is None else lump.key())
 
 
-def _cache_key(problem: Problem, disc: Collocation) -> tuple:
-    return _structure_key(problem, disc) + (repr(sorted(disc.solver_options.items())),)
+def lumping_for(problem: Problem, disc: Collocation) -> Lumping | None:
+    """The states the NLP solves as one (:mod:`.lumping`), or None (none lump, or ``disc.symmetry`` is off)."""
+    return find_lumping(problem) if disc.symmetry else None
 
 
-def is_cached(problem: Problem, disc: Collocation) -> bool:
+def _cache_key(problem: Problem, disc: Collocation, lump: Lumping | None) -> tuple:
+    return _structure_key(problem, disc, lump) + (repr(sorted(disc.solver_options.items())),)
+
+
+def is_cached(problem: Problem, disc: Collocation, lump: Lumping | None = None) -> bool:
     """Whether the NLP of this problem's structure is already built in this process."""
-    return _cache_key(problem, disc) in _CACHE
+    return _cache_key(problem, disc, lump) in _CACHE
 
 
-def get_transcription(problem: Problem, disc: Collocation) -> Transcription:
-    """The built NLP for this problem's structure (cached; constants and x0 are parameters)."""
-    key = _cache_key(problem, disc)
+def get_transcription(problem: Problem, disc: Collocation, lump: Lumping | None = None) -> Transcription:
+    """The built NLP for this problem's structure (cached; constants and x0 are parameters).
+
+    ``lump``: the partition of states (and constants) into blocks solved as one variable, from
+    :func:`lumping_for`; None transcribes every state.
+    """
+    key = _cache_key(problem, disc, lump)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     import time
     t0 = time.perf_counter()
-    tr = build(problem, disc, dict(disc.solver_options))
+    tr = build(problem, disc, dict(disc.solver_options), lump)
     tr.build_time = time.perf_counter() - t0
     tr.key = repr(key)
     _CACHE[key] = tr
@@ -149,34 +185,46 @@ def get_transcription(problem: Problem, disc: Collocation) -> Transcription:
     return tr
 
 
-def _block_functions(problem: Problem):
+def _block_functions(problem: Problem, lump: Lumping | None):
     """SX Functions of the nonlinear pieces, each F(z, q) with q = the model constants c.
 
     dyn:  z = [x, u, h, s] -> h * rhs(x, u, c_eff)   (ODE, at one collocation point)
           z = [x, u, h, s] -> step(x, u, c_eff)      (map, one step; h unused)
     loss: z = [x, s] -> loss(x, c_eff)
     where s are the static decision variables, written into c_eff at their constant positions.
+    With a lumping, x and c are block values: the model sees x[x_blocks] and c[c_blocks] and
+    dyn returns the derivatives of one member per block (identical subexpressions of the
+    symmetric members are merged by CasADi's common-subexpression elimination).
     """
     m = problem.model
-    n_x, n_u, n_c = m.n_x, m.n_u, m.c.size
+    n_u = m.n_u
+    n_x, n_c = (m.n_x, m.c.size) if lump is None else (lump.n_x, lump.n_c)
     idx = problem.static_indices()
     n_s = len(idx)
     c = ca.SX.sym("c", n_c)
 
+    def full(v, blocks):
+        return v if lump is None else ca.vertcat(*[v[int(b)] for b in blocks])
+
     def c_eff(s):
+        cf = full(c, None if lump is None else lump.c_blocks)
         if not n_s:
-            return c
-        cols = [c[i] for i in range(n_c)]
+            return cf
+        cols = [cf[i] for i in range(m.c.size)]
         for j, i in enumerate(idx):
             cols[i] = s[j]
         return ca.vertcat(*cols)
 
     z = ca.SX.sym("z", n_x + n_u + 1 + n_s)
     x, u, h, s = z[:n_x], z[n_x:n_x + n_u], z[n_x + n_u], z[n_x + n_u + 1:]
-    out = m.casadi.rhs(x, u, c_eff(s))
+    xf = full(x, None if lump is None else lump.x_blocks)
+    out = m.casadi.rhs(xf, u, c_eff(s))
+    if lump is not None:
+        out = ca.cse(ca.vertcat(*[out[int(k)] for k in lump.x_reps]))
     dyn = ca.Function("dyn", [z, c], [out if m.kind == "map" else h * out])
     zl = ca.SX.sym("zl", n_x + n_s)
-    loss = ca.Function("loss", [zl, c], [m.casadi.loss(zl[:n_x], c_eff(zl[n_x:]))])
+    xl = full(zl[:n_x], None if lump is None else lump.x_blocks)
+    loss = ca.Function("loss", [zl, c], [ca.cse(m.casadi.loss(xl, c_eff(zl[n_x:])))])
     return dyn, loss
 
 
@@ -188,7 +236,7 @@ def _sparse(triples, shape):
     return sp.csr_matrix((v, (r, c)), shape=shape)
 
 
-def build(problem: Problem, disc: Collocation, solver_options: dict) -> Transcription:
+def build(problem: Problem, disc: Collocation, solver_options: dict, lump: Lumping | None = None) -> Transcription:
     """Transcribe and create the IPOPT solver (see module docstring and :mod:`.structured_nlp`).
 
     Decision vector w = [Xn (state at the end of every element), Xc (state at every collocation
@@ -203,7 +251,8 @@ def build(problem: Problem, disc: Collocation, solver_options: dict) -> Transcri
     from .structured_nlp import Block, build_structured_nlp
 
     m = problem.model
-    n_x, n_u, n_c = m.n_x, m.n_u, m.c.size
+    n_u = m.n_u
+    n_x, n_c = (m.n_x, m.c.size) if lump is None else (lump.n_x, lump.n_c)
     is_map = m.kind == "map"
     if is_map:
         n_el = int(round(problem.t_final))
@@ -262,7 +311,7 @@ def build(problem: Problem, disc: Collocation, solver_options: dict) -> Transcri
             tw.append((row, xc(e, r - 1, k), coef))
 
     # ---- dynamics copies: one per collocation point (ODE) or per step (map) ----
-    dyn, loss_fn = _block_functions(problem)
+    dyn, loss_fn = _block_functions(problem, lump)
     n_z = n_x + n_u + 1 + n_s
     points = [(e, j) for e in range(n_el) for j in range(max(d, 1))]
     tw, tp, tq = [], [], []
@@ -376,7 +425,9 @@ def build(problem: Problem, disc: Collocation, solver_options: dict) -> Transcri
     p = ca.MX.sym("p", n_p)
     nlp, derivs = build_structured_nlp(w, p, blocks, _sparse(gw, (n_g, n_w)), _sparse(gp, (n_g, n_p)), fw, Q)
     opts = {"print_time": False, **derivs,
-            "ipopt": dict(IPOPT_DEFAULTS)}
+            "ipopt": {**IPOPT_DEFAULTS, **(IPOPT_WIDE if n_x >= WIDE_STATES else {})}}
+    reporter = IterationReporter(n_w, n_g)       # IPOPT's iterations to the progress sink (and Ctrl-C)
+    opts["iteration_callback"] = reporter
     for key, val in solver_options.items():
         if key.startswith("ipopt."):
             opts["ipopt"][key[6:]] = val
@@ -390,23 +441,18 @@ def build(problem: Problem, disc: Collocation, solver_options: dict) -> Transcri
                              {**opts, "ipopt": {**opts["ipopt"], **IPOPT_FALLBACK, **user}})
     return Transcription(solver=solver, disc=disc, kind=m.kind, n_x=n_x, n_el=n_el, n_cols=n_cols,
                          opt_controls=opt, fixed_controls=fixed, static=static, free_time=free_time, tau=tau,
-                         slices=slices, n_w=n_w, g_kinds=g_kinds, nlp=nlp, options=opts, fallback=fallback)
+                         slices=slices, n_w=n_w, g_kinds=g_kinds, nlp=nlp, options=opts, fallback=fallback,
+                         lumping=lump, reporter=reporter)
 
 
 def bounds_and_parameters(tr: Transcription, problem: Problem) -> dict:
     """lbx, ubx, lbg, ubg and p for one solve of ``problem`` on the built transcription."""
-    m = problem.model
     lbx = np.full(tr.n_w, -np.inf)
     ubx = np.full(tr.n_w, np.inf)
-    lo_x = np.full(m.n_x, -np.inf)
-    hi_x = np.full(m.n_x, np.inf)
-    declared = m.module.state_bounds(m.params) if hasattr(m.module, "state_bounds") else {}
-    for name, (lo, hi) in {**declared, **problem.state_bounds}.items():
-        k = m.state_index(name)
-        lo_x[k], hi_x[k] = max(lo_x[k], lo), min(hi_x[k], hi)
+    lo_x, hi_x = (tr.reduce(b) for b in state_box(problem))
     for key in ("Xn", "Xc"):
         sl = tr.slices[key]
-        n = (sl.stop - sl.start) // m.n_x
+        n = (sl.stop - sl.start) // tr.n_x
         lbx[sl] = np.tile(lo_x, n)
         ubx[sl] = np.tile(hi_x, n)
     sl = tr.slices["U"]
@@ -425,7 +471,7 @@ def bounds_and_parameters(tr: Transcription, problem: Problem) -> dict:
     for kind, n in tr.g_kinds:
         lbg.append(np.zeros(n) if kind == "eq" else np.full(n, -np.inf))
         ubg.append(np.zeros(n))
-    p = np.concatenate([problem.x0, problem.c, [problem.t_final],
+    p = np.concatenate([tr.reduce(problem.x0), tr.constants(problem.c), [problem.t_final],
                         [problem.fixed[n] for n in tr.fixed_controls],
                         [b.mean for b in problem.budgets],
                         [problem.target] if tr.free_time else []])
@@ -499,6 +545,7 @@ def _guess_from(problem: Problem, tr: Transcription, guess) -> np.ndarray:
     if not np.all(np.isfinite(Xn)) or not np.all(np.isfinite(Xc)):
         Xn = np.repeat(problem.x0[:, None], tr.n_el, axis=1)
         Xc = np.repeat(problem.x0[:, None], Xc.shape[1], axis=1)
+    Xn, Xc = tr.reduce(Xn), tr.reduce(Xc)
     grid = np.linspace(0.0, T, tr.disc.intervals + 1)
     pts = grid if tr.disc.control_type == "linear" else 0.5 * (grid[:-1] + grid[1:])
     values = guess.protocol.values(np.minimum(pts, guess.protocol.tk[-1]))
@@ -508,9 +555,9 @@ def _guess_from(problem: Problem, tr: Transcription, guess) -> np.ndarray:
 
 
 def _constant_guess(problem: Problem, tr: Transcription) -> np.ndarray:
-    n_c = (tr.slices["Xc"].stop - tr.slices["Xc"].start) // problem.model.n_x
-    return pack_guess(tr, np.repeat(problem.x0[:, None], tr.n_el, axis=1),
-                      np.repeat(problem.x0[:, None], n_c, axis=1),
+    n_c = (tr.slices["Xc"].stop - tr.slices["Xc"].start) // tr.n_x
+    x0 = tr.reduce(problem.x0)
+    return pack_guess(tr, np.repeat(x0[:, None], tr.n_el, axis=1), np.repeat(x0[:, None], n_c, axis=1),
                       np.array([[0.5 * sum(problem.controls[n])] * tr.n_cols for n in tr.opt_controls]),
                       np.array([0.5 * sum(problem.static[n]) for n in tr.static]),
                       problem.t_final if tr.free_time else None)
@@ -521,13 +568,15 @@ def run_collocation(problem: Problem, method: Collocation, ctx: Context) -> Meth
     when the first does not converge), and unpack the optimum."""
     import time
     ctx.report("building")
-    cached = is_cached(problem, method)
-    tr = get_transcription(problem, method)
+    lump = lumping_for(problem, method)
+    cached = is_cached(problem, method, lump)
+    tr = get_transcription(problem, method, lump)
     args = bounds_and_parameters(tr, problem)
     args["x0"] = _constant_guess(problem, tr) if ctx.guess is None else _guess_from(problem, tr, ctx.guess)
     args["x0"] = np.clip(args["x0"], args["lbx"], args["ubx"])
     ctx.report("solving")
     t_s = time.perf_counter()
+    tr.reporter.attach(ctx.report)
     attempts = []
     restart = getattr(ctx.previous, "warm", None) or {}
     if restart.get("structure") == tr.key:   # dual values of a solution of the same NLP
@@ -547,10 +596,12 @@ def run_collocation(problem: Problem, method: Collocation, ctx: Context) -> Meth
         attempts.append({"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))})
     if st.get("return_status") not in OPTIMAL and tr.fallback is not None:
         ctx.report("solving (second attempt, monotone barrier)")
+        tr.reporter.attach(ctx.report, "second attempt")
         res = tr.fallback(**args)
         interrupt.check()
         st = tr.fallback.stats()
         attempts.append({"return_status": st.get("return_status"), "iterations": int(st.get("iter_count", -1))})
+    tr.reporter.attach(None)
     solve_time = time.perf_counter() - t_s
     w = np.array(res["x"]).ravel()
     parts = unpack(tr, w)
@@ -560,7 +611,7 @@ def run_collocation(problem: Problem, method: Collocation, ctx: Context) -> Meth
     if not np.isfinite(obj) or not np.all(np.isfinite(w)):
         status = "failed"
     T = parts["T"] if tr.free_time else problem.t_final
-    X = np.vstack([problem.x0[None, :], parts["Xn"].T])
+    X = np.vstack([problem.x0[None, :], tr.expand(parts["Xn"]).T])
     return MethodResult(
         status=status, return_status=rs, objective=obj, protocol=_protocol_from_columns(problem, tr, parts["U"], T),
         static={n: float(v) for n, v in zip(tr.static, parts["S"])}, t=np.linspace(0.0, T, tr.n_el + 1), x=X,
@@ -568,6 +619,7 @@ def run_collocation(problem: Problem, method: Collocation, ctx: Context) -> Meth
         controls={n: parts["U"][j].copy() for j, n in enumerate(tr.opt_controls)},
         control_type=method.control_type, t_final=T, iterations=int(st.get("iter_count", -1)),
         build_time=0.0 if cached else tr.build_time, solve_time=solve_time, n_variables=tr.n_w,
-        n_constraints=int(args["lbg"].size), details={"attempts": attempts, "cached_build": cached},
+        n_constraints=int(args["lbg"].size),
+        details={"attempts": attempts, "cached_build": cached, "nlp_states": tr.n_x},
         warm={"structure": tr.key, "w": w, "lam_x": np.array(res["lam_x"]).ravel(),
               "lam_g": np.array(res["lam_g"]).ravel()})

@@ -55,6 +55,9 @@ class IterationReporter(ca.Callback):
     def eval(self, arg):
         self.count += 1
         if self.target is not None and self.count % self.every == 0:
-            self.target("solving" + (f" ({self.attempt})" if self.attempt else ""), iteration=self.count,
-                        objective=float(arg[ca.nlpsol_out().index("f")]))
+            try:
+                self.target("solving" + (f" ({self.attempt})" if self.attempt else ""), iteration=self.count,
+                            objective=float(arg[ca.nlpsol_out().index("f")]))
+            except Exception:
+                self.target = None
         return [1 if interrupt.interrupted() else 0]

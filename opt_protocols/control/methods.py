@@ -131,7 +131,9 @@ class Collocation(Method):
     ``intervals`` control intervals, each split into ``elements`` collocation elements of
     ``degree`` points of the ``scheme`` (``"legendre"`` or ``"radau"``); controls ``"constant"`` on
     each interval or ``"linear"`` (continuous, linear within an interval). ``solver_options`` are
-    passed to ``casadi.nlpsol`` (``"ipopt.<name>"`` for IPOPT's own options).
+    passed to ``casadi.nlpsol`` (``"ipopt.<name>"`` for IPOPT's own options). ``symmetry``: states
+    that provably stay equal (e.g. permutation-symmetric students, :mod:`.lumping`) are one NLP
+    variable; the optimum is the same, the NLP smaller.
     Maps are transcribed with one element per step (``degree``, ``scheme``, ``elements`` unused).
     """
 
@@ -142,6 +144,7 @@ class Collocation(Method):
     elements: int = 1
     control_type: str = "constant"
     solver_options: Mapping[str, Any] = field(default_factory=dict)
+    symmetry: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "intervals", _positive_int("intervals", self.intervals))
@@ -154,10 +157,12 @@ class Collocation(Method):
         if not isinstance(self.solver_options, Mapping):
             raise ValueError("solver_options: expected a mapping of option names to values")
         object.__setattr__(self, "solver_options", dict(self.solver_options))
+        if not isinstance(self.symmetry, bool):
+            raise ValueError(f"symmetry = {self.symmetry!r}: expected True or False")
 
     def __hash__(self):
         return hash((self.intervals, self.degree, self.scheme, self.elements, self.control_type,
-                     repr(sorted(self.solver_options.items()))))
+                     repr(sorted(self.solver_options.items())), self.symmetry))
 
     def check(self, problem: Problem) -> None:
         if problem.model.kind == "map":

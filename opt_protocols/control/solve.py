@@ -80,7 +80,7 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     when the optimiser converged; a failed solve is returned with status ``"failed"``.
     """
     t_start = time.perf_counter()
-    report = progress or (lambda stage: None)
+    report = _reporter(progress)
     if isinstance(model, str):
         model = load_model(model, **dict(params or {}))
     elif params:
@@ -107,7 +107,7 @@ def solve_problem(problem: Problem, method: Method, *, how: str = "given", warm_
                   t_start: float | None = None) -> Solution:
     """Solve a validated :class:`Problem` with a method object (see :func:`solve`)."""
     t_start = time.perf_counter() if t_start is None else t_start
-    report = report or (lambda stage: None)
+    report = _reporter(report)
     m = problem.model
     with interrupt.guard():   # one Ctrl-C stops the work (also inside IPOPT) and nothing is stored
         report("baselines")
@@ -141,6 +141,30 @@ def solve_problem(problem: Problem, method: Method, *, how: str = "given", warm_
                     method={"name": method.name, "options": method.settings(), "chosen": how},
                     baselines=base, trajectory=traj, warm=res.warm, provenance=m.provenance(),
                     attrs={"created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+
+
+def _reporter(progress: Callable[..., None] | None) -> Callable[..., None]:
+    """``report(stage, **info)`` for the methods: stages go to ``progress(stage)``; the details (IPOPT's
+    iteration and objective) only to a ``progress`` that takes keyword arguments."""
+    if progress is None:
+        return lambda stage, **info: None
+    if getattr(progress, "_opt_protocols_reporter", False):
+        return progress
+    import inspect
+    try:
+        params = inspect.signature(progress).parameters.values()
+        details = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    except (TypeError, ValueError):
+        details = False
+
+    def report(stage: str, **info) -> None:
+        if not info:
+            progress(stage)
+        elif details:
+            progress(stage, **info)
+
+    report._opt_protocols_reporter = True
+    return report
 
 
 def _guess(problem: Problem, base: dict[str, Baseline], warm_start: Any) -> tuple[Baseline | None, Any]:

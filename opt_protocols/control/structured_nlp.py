@@ -56,6 +56,15 @@ def _casadi_sparsity(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int])
     return ca.Sparsity(shape[0], shape[1], np.cumsum(colind).tolist(), rows.astype(np.int64).tolist())
 
 
+def _dm(A: sp.spmatrix) -> ca.DM:
+    """A SciPy sparse matrix as a CasADi DM, built from its CSC arrays (``ca.DM(scipy matrix)``
+    converts entry by entry: seconds for the collocation matrices of a few hundred intervals)."""
+    A = sp.csc_matrix(A)
+    A.sort_indices()
+    spars = ca.Sparsity(A.shape[0], A.shape[1], A.indptr.astype(np.int64).tolist(), A.indices.astype(np.int64).tolist())
+    return ca.DM(spars, A.data.astype(float))
+
+
 def _triple_product_terms(P: sp.spmatrix, Qm: sp.spmatrix):
     """Entries of P diag(v) Qm as (row, col, value index, coefficient) for a generic vector v."""
     P = sp.coo_matrix(P)
@@ -88,7 +97,7 @@ class _Scatter:
         kt = keep[:n_terms]
         idx = np.concatenate([t[2] for t in terms])[kt]
         coef = np.concatenate([t[3] for t in terms])[kt]
-        self.M = ca.DM(sp.csc_matrix((coef, (inverse[:kt.sum()], idx)), shape=(uniq.size, n_vals)))
+        self.M = _dm(sp.csc_matrix((coef, (inverse[:kt.sum()], idx)), shape=(uniq.size, n_vals)))
         self.const = None
         if const:
             kc = keep[n_terms:]
@@ -118,11 +127,11 @@ def build_structured_nlp(w: ca.MX, p: ca.MX, blocks: list[Block], Gw: sp.spmatri
     """(nlp dict, nlpsol options with exact assembled derivatives) for the block-structured NLP."""
     n_w = w.numel()
     n_g = Gw.shape[0]
-    g = ca.mtimes(ca.DM(sp.csc_matrix(Gw)), w) + ca.mtimes(ca.DM(sp.csc_matrix(Gp)), p)
+    g = ca.mtimes(_dm(Gw), w) + ca.mtimes(_dm(Gp), p)
     f = ca.dot(ca.DM(fw), w)
     if Q is not None and Q.nnz:
-        f = f + 0.5 * ca.dot(w, ca.mtimes(ca.DM(sp.csc_matrix(Q)), w))
-    grad = ca.DM(fw) + (ca.mtimes(ca.DM(sp.csc_matrix(Q)), w) if Q is not None and Q.nnz else 0)
+        f = f + 0.5 * ca.dot(w, ca.mtimes(_dm(Q), w))
+    grad = ca.DM(fw) + (ca.mtimes(_dm(Q), w) if Q is not None and Q.nnz else 0)
     jac_terms, hess_terms, jac_vals, hess_vals = [], [], [], []
     lam_f = ca.MX.sym("lam_f")
     lam_g = ca.MX.sym("lam_g", n_g)
@@ -139,17 +148,17 @@ def build_structured_nlp(w: ca.MX, p: ca.MX, blocks: list[Block], Gw: sp.spmatri
         jf = ca.Function("jac_" + b.fn.name(), [zs, qs], [J])
         hf = ca.Function("hess_" + b.fn.name(), [zs, qs, ls], [H])
         vf = ca.Function("vjp_" + b.fn.name(), [zs, qs, ls], [ca.jtimes(rs, zs, ls, True)])
-        Z = ca.reshape(ca.mtimes(ca.DM(sp.csc_matrix(b.Aw)), w) + ca.mtimes(ca.DM(sp.csc_matrix(b.Ap)), p),
+        Z = ca.reshape(ca.mtimes(_dm(b.Aw), w) + ca.mtimes(_dm(b.Ap), p),
                        b.n_z, b.count)
-        Qp = ca.reshape(ca.mtimes(ca.DM(sp.csc_matrix(b.Bq)), p), qs.numel(), b.count)
+        Qp = ca.reshape(ca.mtimes(_dm(b.Bq), p), qs.numel(), b.count)
         R = b.fn.map(b.count)(Z, Qp)
         vecR = ca.vec(R)
-        g = g + ca.mtimes(ca.DM(sp.csc_matrix(b.Gr)), vecR)
+        g = g + ca.mtimes(_dm(b.Gr), vecR)
         f = f + ca.dot(ca.DM(b.fr), vecR)
         Aw = sp.csr_matrix(b.Aw)
         # gradient of f: Aw' vec(J_e' fr_e), only for blocks that enter the objective
         if np.any(b.fr):
-            grad = grad + ca.mtimes(ca.DM(sp.csc_matrix(Aw.T)),
+            grad = grad + ca.mtimes(_dm(Aw.T),
                                     ca.vec(vf.map(b.count)(Z, Qp, ca.DM(b.fr.reshape(b.count, b.n_r).T))))
         # Jacobian of g: Gr BD(J) Aw
         rows, cols = _pattern_indices(jf.sparsity_out(0), b.count, b.n_r, b.n_z)
@@ -163,7 +172,7 @@ def build_structured_nlp(w: ca.MX, p: ca.MX, blocks: list[Block], Gw: sp.spmatri
         AwT = sp.csc_matrix(Aw.T)
         a, c, idx, coef = _triple_product_terms(AwT[:, rows], Aw[cols, :])
         hess_terms.append((a, c, idx + off_h, coef))
-        lam_b = lam_f * ca.DM(b.fr) + ca.mtimes(ca.DM(sp.csc_matrix(Gr.T)), lam_g)
+        lam_b = lam_f * ca.DM(b.fr) + ca.mtimes(_dm(Gr.T), lam_g)
         hess_vals.append(_nonzeros(hf.map(b.count)(Z, Qp, ca.reshape(lam_b, b.n_r, b.count))))
         off_h += rows.size
     Gw = sp.coo_matrix(Gw)

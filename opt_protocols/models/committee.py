@@ -172,46 +172,97 @@ def _covariance(x, c, K, M):
     return C
 
 
-def _I2(C, a, b):
-    """E[g(u_a) g(u_b)] [SS95]."""
-    return (2.0 / ops.pi) * ops.safe_asin(C[a, b] / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[b, b])))
+def _diag_plus_one(C, n):
+    """1 + C[a, a] for every unit a (the variance of u_a plus that of the noise in g)."""
+    d = ops.zeros(n)
+    for a in range(n):
+        d[a] = 1.0 + C[a, a]
+    return d
 
 
-def _I3(C, a, b, d):
-    """E[g'(u_a) u_b g(u_d)] [SS95]."""
-    L3 = (1.0 + C[a, a]) * (1.0 + C[d, d]) - C[a, d] * C[a, d]
-    return (2.0 / ops.pi) / ops.safe_sqrt(L3) * (C[b, d] * (1.0 + C[a, a]) - C[a, b] * C[a, d]) / (1.0 + C[a, a])
+def _unit_weights(x, c, K, M, learn_v):
+    """omega[a]: -v_a for a student, v*_n for teacher K + n (the signs of the error y_hat - y)."""
+    v = _student_v(x, c, K, M, learn_v)
+    w = ops.zeros(K + M)
+    for i in range(K):
+        w[i] = -v[i]
+    for n in range(M):
+        w[K + n] = c[N_SCALARS + M * M + n]
+    return w
 
 
-def _I4(C, a, b, d, e):
-    """E[g'(u_a) g'(u_b) g(u_d) g(u_e)] [SS95]."""
-    L4 = (1.0 + C[a, a]) * (1.0 + C[b, b]) - C[a, b] * C[a, b]
-    L0 = (L4 * C[d, e] - C[b, d] * C[b, e] * (1.0 + C[a, a]) - C[a, d] * C[a, e] * (1.0 + C[b, b])
-          + C[a, b] * C[a, d] * C[b, e] + C[a, b] * C[a, e] * C[b, d])
-    L1 = (L4 * (1.0 + C[d, d]) - C[b, d] * C[b, d] * (1.0 + C[a, a]) - C[a, d] * C[a, d] * (1.0 + C[b, b])
-          + 2.0 * C[a, b] * C[a, d] * C[b, d])
-    L2 = (L4 * (1.0 + C[e, e]) - C[b, e] * C[b, e] * (1.0 + C[a, a]) - C[a, e] * C[a, e] * (1.0 + C[b, b])
-          + 2.0 * C[a, b] * C[a, e] * C[b, e])
-    return (4.0 / (ops.pi * ops.pi)) / ops.safe_sqrt(L4) * ops.safe_asin(L0 / ops.safe_sqrt(L1 * L2))
+def _keep_powers(r):
+    """r ** n for n = 0..4: the dropout factor of a term with n distinct student units."""
+    rp = ops.zeros(5)
+    rp[0] = 1.0
+    rp[1] = r
+    rp[2] = r * r
+    rp[3] = rp[2] * r
+    rp[4] = rp[2] * rp[2]
+    return rp
 
 
-def _J2(C, a, b):
-    """E[g'(u_a) g'(u_b)] (label-noise term) [Goldt19]."""
-    return (2.0 / ops.pi) / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[b, b]) - C[a, b] * C[a, b])
+def _first_order_sums(C, D, omega, rp, K, M):
+    """S[a, b] = sum_d rho omega_d I3(a, b, d) for students a and all units b [SS95].
+
+    I3(a, b, d) = E[g'(u_a) u_b g(u_d)] = (2/pi) (C_bd - C_ab C_ad / D_a) / sqrt(D_a D_d - C_ad^2),
+    D_a = 1 + C_aa; rho = r for a teacher d, r^(number of distinct students among a, d) for a student.
+    The square root depends on (a, d) only and the sum over d is linear in C_b., so
+    S[a, b] = A_a . C_b - (C_ab / D_a) A_a . C_a with A_ad = rho omega_d (2/pi) / sqrt(D_a D_d - C_ad^2).
+    """
+    n = K + M
+    S = ops.matrix(K, n)
+    A = ops.zeros(n)
+    for a in range(K):
+        for d in range(n):
+            rho = rp[1] if (d >= K or d == a) else rp[2]
+            A[d] = rho * omega[d] * (2.0 / ops.pi) / ops.safe_sqrt(D[a] * D[d] - C[a, d] * C[a, d])
+        G = 0.0
+        for d in range(n):
+            G = G + A[d] * C[a, d]
+        for b in range(n):
+            acc = 0.0
+            for d in range(n):
+                acc = acc + A[d] * C[b, d]
+            S[a, b] = acc - C[a, b] / D[a] * G
+    return S
 
 
-def _n_distinct(i, k, j, l):
-    """Number of distinct student indices among i, k, j, l (-1 means absent)."""
-    n = 0
-    if i >= 0:
-        n += 1
-    if k >= 0 and k != i:
-        n += 1
-    if j >= 0 and j != i and j != k:
-        n += 1
-    if l >= 0 and l != i and l != k and l != j:
-        n += 1
-    return n
+def _second_order_sum(C, D, omega, rp, i, k, K, M, sigma, al, be, s):
+    """sum over unit pairs d <= e of pair * rho omega_d omega_e I4(i, k, d, e), plus the noise term [SS95, Goldt19].
+
+    I4(a, b, d, e) = E[g'(u_a) g'(u_b) g(u_d) g(u_e)] = (4/pi^2) / sqrt(L4) asin(L0_de / sqrt(L1_d L1_e)) with
+    L4 = D_a D_b - C_ab^2, L0_de = L4 C_de - C_bd al_e - C_ad be_e, al_e = D_a C_be - C_ab C_ae,
+    be_e = D_b C_ae - C_ab C_be, and L1_d = L0_dd with C_dd -> D_d: per pair (a, b) one square root
+    for L4 and one per unit for L1. rho = r^(distinct students among i, k, d, e); pair = 2 for d != e.
+    The noise term is r^(distinct students among i, k) sigma^2 J2(i, k), J2 = (2/pi) / sqrt(L4) [Goldt19].
+    ``al``, ``be`` and ``s`` are work vectors of length K + M.
+    """
+    n = K + M
+    cab = C[i, k]
+    L4 = D[i] * D[k] - cab * cab
+    inv4 = 1.0 / ops.safe_sqrt(L4)
+    for d in range(n):
+        al[d] = D[i] * C[k, d] - cab * C[i, d]
+        be[d] = D[k] * C[i, d] - cab * C[k, d]
+        s[d] = 1.0 / ops.safe_sqrt(L4 * D[d] - C[k, d] * al[d] - C[i, d] * be[d])
+    base = 1 if i == k else 2
+    acc = 0.0
+    for d in range(n):
+        new_d = 1 if (d < K and d != i and d != k) else 0
+        r_same = rp[base + new_d]              # e adds no new student
+        r_new = rp[base + new_d + 1]           # e is a student not among i, k, d
+        ckd = C[k, d]
+        cid = C[i, d]
+        sd = s[d]
+        part = 0.0
+        for e in range(d, n):
+            pair = 1.0 if e == d else 2.0
+            rho = r_new if (e < K and e != i and e != k and e != d) else r_same
+            arg = (L4 * C[d, e] - ckd * al[e] - cid * be[e]) * sd * s[e]
+            part = part + pair * rho * omega[e] * ops.safe_asin(arg)
+        acc = acc + omega[d] * part
+    return inv4 * ((4.0 / (ops.pi * ops.pi)) * acc + rp[base] * sigma * sigma * (2.0 / ops.pi))
 
 
 def _student_v(x, c, K, M, learn_v):
@@ -224,87 +275,85 @@ def _student_v(x, c, K, M, learn_v):
     return v
 
 
+def _inverse_sqrt_diag(D, n):
+    """1 / sqrt(D_a) for every unit: I2 and the loss need asin(C_ab / sqrt(D_a D_b))."""
+    s = ops.zeros(n)
+    for a in range(n):
+        s[a] = 1.0 / ops.safe_sqrt(D[a])
+    return s
+
+
 def rhs(x, u, c, dims):
-    """d(Q, R, v)/dalpha with dropout keep probability r (docs/models.md section 1) [SS95, Goldt19, MM25]."""
+    """d(Q, R, v)/dalpha with dropout keep probability r (docs/models.md section 1) [SS95, Goldt19, MM25].
+
+    The integrals I3 and I4 are summed with their square roots shared between terms
+    (:func:`_first_order_sums`, :func:`_second_order_sum`): K (K + M) square roots for the I3
+    terms, K (K + 1) (K + M + 1) / 2 for the I4 terms, and one asin per I4 term.
+    """
     K = dims[0]
     M = dims[1]
     learn_v = dims[2]
+    n = K + M
     eta = u[ETA]
-    r = u[KEEP]
+    rp = _keep_powers(u[KEEP])
     sigma = c[SIGMA]
     wd = c[WD]
-    vt = ops.zeros(M)
-    for n in range(M):
-        vt[n] = c[N_SCALARS + M * M + n]
     v = _student_v(x, c, K, M, learn_v)
+    omega = _unit_weights(x, c, K, M, learn_v)
     C = _covariance(x, c, K, M)
+    D = _diag_plus_one(C, n)
     nq = K * (K + 1) // 2
     out = ops.zeros(x.shape[0])
-    # dR_in
+    S = _first_order_sums(C, D, omega, rp, K, M)
+    # dR_in = eta v_i sum_d rho omega_d I3(i, K + n, d) - wd R_in
     for i in range(K):
-        for n in range(M):
-            acc = 0.0
-            for m in range(M):
-                acc = acc + r * vt[m] * _I3(C, i, K + n, K + m)
-            for j in range(K):
-                acc = acc - r ** _n_distinct(i, j, -1, -1) * v[j] * _I3(C, i, K + n, j)
-            out[nq + i * M + n] = eta * v[i] * acc - wd * x[nq + i * M + n]
-    # dQ_ik
+        for m in range(M):
+            out[nq + i * M + m] = eta * v[i] * S[i, K + m] - wd * x[nq + i * M + m]
+    # dQ_ik = eta (v_i S_ik + v_k S_ki) + eta^2 v_i v_k (I4 terms + noise term) - 2 wd Q_ik
+    al = ops.zeros(n)
+    be = ops.zeros(n)
+    s = ops.zeros(n)
     for i in range(K):
         for k in range(i, K):
-            lin = 0.0
-            for m in range(M):
-                lin = lin + r * vt[m] * (v[i] * _I3(C, i, k, K + m) + v[k] * _I3(C, k, i, K + m))
-            for j in range(K):
-                lin = lin - r ** _n_distinct(i, j, -1, -1) * v[i] * v[j] * _I3(C, i, k, j)
-                lin = lin - r ** _n_distinct(k, j, -1, -1) * v[k] * v[j] * _I3(C, k, i, j)
-            # I4(i, k, a, b) is symmetric in (a, b): sum each unordered pair once, off-diagonal twice
-            quad = 0.0
-            for n in range(M):
-                for m in range(n, M):
-                    pair = 1.0 if m == n else 2.0
-                    quad = quad + pair * vt[n] * vt[m] * _I4(C, i, k, K + n, K + m)
-            quad = quad * r ** _n_distinct(i, k, -1, -1)
-            for j in range(K):
-                for n in range(M):
-                    quad = quad - 2.0 * r ** _n_distinct(i, k, j, -1) * v[j] * vt[n] * _I4(C, i, k, j, K + n)
-                for l in range(j, K):
-                    pair = 1.0 if l == j else 2.0
-                    quad = quad + pair * r ** _n_distinct(i, k, j, l) * v[j] * v[l] * _I4(C, i, k, j, l)
-            quad = quad + r ** _n_distinct(i, k, -1, -1) * sigma * sigma * _J2(C, i, k)
-            out[_q(i, k, K)] = eta * lin + eta * eta * v[i] * v[k] * quad - 2.0 * wd * x[_q(i, k, K)]
-    # dv_i
+            quad = _second_order_sum(C, D, omega, rp, i, k, K, M, sigma, al, be, s)
+            out[_q(i, k, K)] = (eta * (v[i] * S[i, k] + v[k] * S[k, i]) + eta * eta * v[i] * v[k] * quad
+                                - 2.0 * wd * x[_q(i, k, K)])
+    # dv_i = eta_v sum_d rho omega_d I2(i, d), I2(a, b) = (2/pi) asin(C_ab / sqrt(D_a D_b)) [SS95]
     if learn_v:
         eta_v = c[ETA_V]
+        isd = _inverse_sqrt_diag(D, n)
         for i in range(K):
             acc = 0.0
-            for n in range(M):
-                acc = acc + r * vt[n] * _I2(C, i, K + n)
-            for j in range(K):
-                acc = acc - r ** _n_distinct(i, j, -1, -1) * v[j] * _I2(C, i, j)
-            out[nq + K * M + i] = eta_v * acc
+            for d in range(n):
+                rho = rp[1] if (d >= K or d == i) else rp[2]
+                acc = acc + rho * omega[d] * ops.safe_asin(C[i, d] * isd[i] * isd[d])
+            out[nq + K * M + i] = eta_v * (2.0 / ops.pi) * acc
     return out
 
 
 def loss(x, c, dims):
-    """Generalisation error with test-time scale p_test (docs/models.md section 1) [SS95, MM25]."""
+    """Generalisation error with test-time scale p_test (docs/models.md section 1) [SS95, MM25].
+
+    eg = (1/pi) sum_ab w_a w_b asin(C_ab / sqrt(D_a D_b)) over students and teachers, with
+    w = p_test v for students and -v* for teachers.
+    """
     K = dims[0]
     M = dims[1]
     learn_v = dims[2]
+    n = K + M
     pt = c[P_TEST]
-    v = _student_v(x, c, K, M, learn_v)
+    omega = _unit_weights(x, c, K, M, learn_v)
     C = _covariance(x, c, K, M)
+    isd = _inverse_sqrt_diag(_diag_plus_one(C, n), n)
+    w = ops.zeros(n)
+    for a in range(n):
+        w[a] = -pt * omega[a] if a < K else -omega[a]
     eg = 0.0
-    for a in range(K):
-        for b in range(K):
-            eg = eg + pt * pt * v[a] * v[b] * ops.safe_asin(C[a, b] / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[b, b])))
-        for n in range(M):
-            eg = eg - 2.0 * pt * v[a] * c[N_SCALARS + M * M + n] * ops.safe_asin(
-                C[a, K + n] / ops.safe_sqrt((1.0 + C[a, a]) * (1.0 + C[K + n, K + n])))
-    for n in range(M):
-        for m in range(M):
-            eg = eg + c[N_SCALARS + M * M + n] * c[N_SCALARS + M * M + m] * ops.safe_asin(
-                C[K + n, K + m] / ops.safe_sqrt((1.0 + C[K + n, K + n]) * (1.0 + C[K + m, K + m])))
+    for a in range(n):
+        part = 0.0
+        for b in range(a + 1, n):
+            part = part + w[b] * ops.safe_asin(C[a, b] * isd[a] * isd[b])
+        eg = eg + w[a] * (w[a] * ops.safe_asin(C[a, a] * isd[a] * isd[a]) + 2.0 * part)
     return eg / ops.pi
 
 

@@ -540,7 +540,13 @@ def _interrupted() -> int:
     return EXIT_INTERRUPTED
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+    warnings.formatwarning = _one_line_warning      # warnings are one line on the command line too
     parser = build_parser()
     args = parser.parse_args(argv)
     from .storage import StorageError

@@ -5,12 +5,14 @@ module) with the optimal protocol and with the best-constant baseline and report
 simulated final loss (mean and standard error over seeds) next to the ODE's prediction.
 The result is attached to the solution (``solution.validation``) and stored with the run.
 
-The model is loaded again from the solution's source. If its file changed since the run was
-made (its SHA-256 differs from the one stored with the run), :func:`model_for` refuses with a
-one-line error: the check would use other equations than the optimum.
+The model is loaded again from the solution's source. If a user's model file changed since the
+run was made (its SHA-256 differs from the one stored with the run), :func:`model_for` refuses
+with a one-line error: the check would use other equations than the optimum. A built-in model
+that changed (another package version) gives a warning.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -34,10 +36,13 @@ def model_for(sol: Solution, static: dict[str, float] | None = None, check: bool
     if check and stored:
         now = base.provenance().get("model_sha256")
         if now != stored:
-            raise ModelChangedError(
-                f"model {sol.model!r}: {base.module.__file__} changed since run {sol.run_id or ''} was made "
-                f"(sha256 {stored[:12]} then, {str(now)[:12]} now); the stored source is in the run's "
-                "'model_code' attribute")
+            msg = (f"model {sol.model!r}: {base.module.__file__} changed since run {sol.run_id or ''} was made "
+                   f"(sha256 {stored[:12]} then, {str(now)[:12]} now)")
+            if "model_code" in sol.provenance:     # a user's model file: the equations may be others
+                raise ModelChangedError(msg + "; the stored source is in the run's 'model_code' attribute")
+            # a built-in model: versioned and tested with the package (opt_protocols_version of the run)
+            warnings.warn(msg + f"; run made with opt-protocols {sol.attrs.get('opt_protocols_version', '?')}",
+                          stacklevel=2)
     overrides = {**sol.spec.get("constants", {}), **dict(static or {})}
     unknown = [k for k in overrides if k not in base.params]
     if unknown:

@@ -375,14 +375,18 @@ def random_state(p, rng):
 from opt_protocols.integrate import control_at as _control_at  # noqa: E402  (numba dispatcher)
 
 
+#: Steps per numba call of the SGD loop (a fraction of a second at N of a few thousand).
+SGD_CHUNK_STEPS = 20_000
+
+
 @numba.njit(cache=True)
-def _sgd_loop(A, B, v, vt, learn_v, eta_v, sigma, wd, tk, U0, U1, out_steps, rng):
-    """Online SGD of the soft committee machine, in place on the weights.
+def _sgd_loop(A, B, v, vt, learn_v, eta_v, sigma, wd, tk, U0, U1, out_steps, k0, k1, rng):
+    """Online SGD of the soft committee machine, in place on the weights, steps k0 .. k1 - 1.
 
     ``A`` (K, N) student and ``B`` (M, N) teacher first-layer weights, ``v`` the student
     second layer (updated when ``learn_v``), ``vt`` the teacher's. Step k uses the controls
     (eta, r) at alpha = k/N. Returns Q (n_out, K, K), R (n_out, K, M) and v (n_out, K)
-    after ``out_steps[j]`` steps.
+    after ``out_steps[j]`` steps (all within [k0, k1]).
     """
     K = A.shape[0]
     N = A.shape[1]
@@ -398,10 +402,12 @@ def _sgd_loop(A, B, v, vt, learn_v, eta_v, sigma, wd, tk, U0, U1, out_steps, rng
     is2 = 1.0 / math.sqrt(2.0)
     gp0 = math.sqrt(2.0 / math.pi)
     decay = 1.0 - wd / N
-    n_total = out_steps[n_out - 1] if n_out > 0 else 0
+    n_total = k1
     s = 0
+    while s < tk.shape[0] - 2 and k0 / N >= tk[s + 1]:
+        s += 1
     j = 0
-    k = 0
+    k = k0
     while True:
         # record the order parameters after k steps
         while j < n_out and out_steps[j] <= k:
@@ -479,11 +485,21 @@ def sgd(p, x0, protocol, t_out, N, rng):
     v = np.array(o["v"], dtype=float)          # the state's v when learned, else the parameter
     t_out = np.asarray(t_out, dtype=float).ravel()
     out_steps = np.round(t_out * N).astype(np.int64)
-    Qs, Rs, Vs = _sgd_loop(A, B, v, np.ascontiguousarray(vt, dtype=float), bool(p["learn_v"]),
-                           float(p["eta_v"]), float(p["sigma"]), float(p["wd"]),
-                           np.ascontiguousarray(protocol.tk, dtype=float),
-                           np.ascontiguousarray(protocol.U0, dtype=float),
-                           np.ascontiguousarray(protocol.U1, dtype=float), out_steps, rng)
+    args = (np.ascontiguousarray(vt, dtype=float), bool(p["learn_v"]), float(p["eta_v"]), float(p["sigma"]),
+            float(p["wd"]), np.ascontiguousarray(protocol.tk, dtype=float),
+            np.ascontiguousarray(protocol.U0, dtype=float), np.ascontiguousarray(protocol.U1, dtype=float))
+    # in chunks of SGD_CHUNK_STEPS, so that Ctrl-C (seen between numba calls) stops a long run promptly;
+    # the weights and the generator carry over, so the result is the same as one call
+    parts = []
+    k0, n_total = 0, int(out_steps[-1]) if out_steps.size else 0
+    while True:
+        k1 = min(n_total, k0 + SGD_CHUNK_STEPS)
+        sel = out_steps[(out_steps <= k1) & ((out_steps > k0) if k0 > 0 else (out_steps >= 0))]
+        parts.append(_sgd_loop(A, B, v, *args, np.ascontiguousarray(sel), k0, k1, rng))
+        if k1 >= n_total:
+            break
+        k0 = k1
+    Qs, Rs, Vs = (np.concatenate([q[i] for q in parts]) for i in range(3))
     X = np.array([initial_state(p, Q=Qs[j], R=Rs[j], v=Vs[j] if p["learn_v"] else None)
                   for j in range(len(t_out))])
     return {"x": X}

@@ -374,7 +374,6 @@ def random_state(p, rng):
 
 from opt_protocols.integrate import control_at as _control_at  # noqa: E402  (numba dispatcher)
 
-
 #: Steps per numba call of the SGD loop (a fraction of a second at N of a few thousand).
 SGD_CHUNK_STEPS = 20_000
 

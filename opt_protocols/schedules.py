@@ -183,15 +183,17 @@ class Schedule:
         """Times where the schedule jumps (a subset of :meth:`breakpoints`; none by default)."""
         return []
 
-    def tabulate(self, t0: float, t_final: float, discrete: bool = False):
+    def tabulate(self, t0: float, t_final: float, discrete: bool = False, samples: int | None = None):
         """``(tk, u0, u1)`` for :mod:`opt_protocols.protocol`: per step for maps; for ODEs piecewise
-        linear between :data:`SAMPLES` + 1 points and the breakpoints, a jump kept as a jump."""
+        linear between ``samples`` + 1 points (default :data:`SAMPLES`) and the breakpoints, a jump
+        kept as a jump."""
         T = float(t_final)
         if discrete:
             tk = np.arange(0.0, round(T) + 1.0)
             v = self(tk[:-1], T)
             return tk, v, v.copy()
-        tk = np.unique(np.concatenate([np.linspace(t0, T, SAMPLES + 1),
+        n = SAMPLES if samples is None else int(samples)
+        tk = np.unique(np.concatenate([np.linspace(t0, T, n + 1),
                                        [b for b in self.breakpoints(T) if t0 < b < T]]))
         v = self(tk, T)
         u0, u1 = v[:-1].copy(), v[1:].copy()

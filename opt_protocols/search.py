@@ -50,6 +50,7 @@ from .control.evaluate import Evaluator
 from .control.problem import Problem, make_problem
 from .model import Model, load_model
 from .protocol import Protocol, as_protocol
+from .solution import Baseline
 
 #: Points of the default base-LR grid, geometric over two decades below the control's upper bound.
 GRID_POINTS = 25
@@ -96,6 +97,16 @@ class SearchResult:
     wall_time: float
     coverage: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    protocol: Protocol | None = None      # the best member as a protocol of the problem
+
+    def as_baseline(self, name: str | None = None) -> Baseline:
+        """The best member as a :class:`~opt_protocols.solution.Baseline` (e.g. to add to a solution)."""
+        b = self.best
+        values = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in b.schedule.params().items()}
+        values["search"] = {"n_evaluations": self.n_evaluations, "shapes": len(self.candidates)}
+        if b.interval is not None:
+            values["interval"] = list(b.interval)
+        return Baseline(name or self.family, self.protocol, dict(b.static), float(b.loss), values)
 
     def summary(self) -> str:
         b = self.best
@@ -153,7 +164,6 @@ class _Objective:
             and self.ev.has_gradient
         if self.fast_map:
             self.base_table = self.ev.table(as_protocol(self.model, dict(problem.fixed), self.T))
-        self.base_row = np.array([problem.fixed.get(n, 0.0) for n in self.model.control_names])
 
     def tabulate(self, s: sch.Schedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The shape (base 1) tabulated for this model: per step (maps) or piecewise linear (ODEs)."""
@@ -166,14 +176,8 @@ class _Objective:
         return float(np.sum(0.5 * (a + b) * np.diff(tk)) / (tk[-1] - tk[0]))
 
     def protocol(self, table, base: float) -> Protocol:
-        """The protocol with the clipped ``base * shape`` on the control, the others at their fixed
-        values (built directly: the values are already within the bounds)."""
         tk, u0, u1 = table
-        U0 = np.repeat(self.base_row[None, :], tk.size - 1, axis=0)
-        U1 = U0.copy()
-        U0[:, self.j] = np.clip(base * u0, self.lo, self.hi)
-        U1[:, self.j] = np.clip(base * u1, self.lo, self.hi)
-        return Protocol(tk, U0, U1, list(self.model.control_names))
+        return clipped_protocol(self.problem, self.control, tk, base * u0, base * u1)
 
     def __call__(self, table, base: float, static: Mapping[str, float]) -> np.ndarray:
         """Loss (deterministic: one value; SGD: one per seed); inf where it diverged."""
@@ -336,6 +340,26 @@ class _Search:
         return z, cur
 
 
+def clipped_protocol(problem: Problem, control: str, tk: np.ndarray, u0: np.ndarray, u1: np.ndarray) -> Protocol:
+    """The protocol with the table (tk, u0, u1) clipped to the bounds of ``control``, the other
+    controls at their fixed values (built directly: every value is within its bounds)."""
+    m = problem.model
+    lo, hi = problem.controls[control]
+    row = np.array([problem.fixed.get(n, 0.0) for n in m.control_names])
+    U0 = np.repeat(row[None, :], tk.size - 1, axis=0)
+    U1 = U0.copy()
+    j = m.control_names.index(control)
+    U0[:, j] = np.clip(u0, lo, hi)
+    U1[:, j] = np.clip(u1, lo, hi)
+    return Protocol(np.asarray(tk, dtype=float), U0, U1, list(m.control_names))
+
+
+def member_protocol(problem: Problem, control: str, schedule: sch.Schedule) -> Protocol:
+    """A family member as the protocol of ``problem`` (clipped to the bounds of ``control``)."""
+    tk, u0, u1 = schedule.tabulate(0.0, problem.t_final, problem.model.kind == "map")
+    return clipped_protocol(problem, control, tk, u0, u1)
+
+
 def _problem(model: Model | str | Problem, t_final: float | None, kw: Mapping[str, Any]) -> Problem:
     if isinstance(model, Problem):
         if t_final is not None or kw:
@@ -431,8 +455,7 @@ def shape_search(model: Model | str | Problem, family: str | type[sch.Schedule],
         raise ValueError(f"shape_search: no member of {cls.__name__} gave a finite loss (all diverged or infeasible)")
     if obj.model.kind == "ode" and obj.sgd is None:
         # the winner at the default tabulation (the search used `samples` segments)
-        table = best.schedule.replace(base_lr=1.0).tabulate(0.0, pb.t_final)
-        final = float(obj.ev.objective(obj.protocol(table, best.schedule.base_lr), best.static))
+        final = float(obj.ev.objective(member_protocol(pb, ctrl, best.schedule), best.static))
         best = Candidate(best.schedule, final, best.static, best.stage, best.grid_losses)
         cands[0] = best
     edges = [g for g in (grid[:1].tolist() + grid[-1:].tolist()) if g not in (lo, hi)]
@@ -447,7 +470,8 @@ def shape_search(model: Model | str | Problem, family: str | type[sch.Schedule],
                 "samples": samples, "budget": None if eq is None else eq.mean}
     return SearchResult(family=sch._family_name(cls), control=ctrl, best=best, candidates=cands, base_lrs=grid,
                         stochastic=obj.sgd is not None, n_evaluations=obj.n_evaluations,
-                        wall_time=time.perf_counter() - t0, coverage=coverage, settings=settings)
+                        wall_time=time.perf_counter() - t0, coverage=coverage, settings=settings,
+                        protocol=member_protocol(pb, ctrl, best.schedule))
 
 
 def family_optimum(model: Model | str | Problem, family: str | type[sch.Schedule], t_final: float | None = None, *,

@@ -238,3 +238,15 @@ def test_schedules_as_baselines_of_both_methods():
                    baselines={"wsd": wsd})
     ref = op.simulate(rf, protocol={"eta": wsd}, t_final=60).final_loss
     assert sol.baselines["wsd"].objective == pytest.approx(ref, rel=1e-12)
+
+
+def test_a_clipped_schedule_stays_within_the_control_bounds():
+    """A segment ending on the control's lower bound keeps it exactly when protocols are merged (it
+    used to become 0.01 - 5e-18 and be refused: u0 + (u1 - u0) != u1 in floating point), so a
+    schedule clipped to D in [0.01, 0.99] is a valid DAE protocol."""
+    m = op.load_model("dae", D_F=0.3)
+    tk = np.array([0.0, 2.0, 4.0])
+    u0, u1 = np.array([0.13179761096957265, 0.01]), np.array([0.01, 0.01])
+    assert u0[0] + (u1[0] - u0[0]) < 0.01          # the rounding that used to leave the bound
+    proto = op.protocol.as_protocol(m, {"D": (tk, np.append(u0, u1[-1]))}, 4.0)
+    assert proto.U1[0, 0] == 0.01 and proto.U0.min() >= 0.01

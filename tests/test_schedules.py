@@ -35,6 +35,10 @@ HAND = [
     # polynomial delta = 2 at u = 1/2: 1/4; power law chi = 1/2 at t = 3: 4^(-1/2)
     (S.Polynomial(delta=2.0), 5.0, 0.25), (S.Polynomial(delta=0.5), 7.5, 0.5),
     (S.PowerLaw(chi=0.5), 3.0, 0.5), (S.PowerLaw(chi=1.0, warmup=0.2), 5.0, 0.25), (S.PowerLaw(chi=0.0), 9.0, 1.0),
+    # every decay family starts at 1 (u = 0) and the ones that decay to 0 end there (u = 1)
+    (S.SquareRoot(), 0.0, 1.0), (S.Rex(beta=0.5), 0.0, 1.0), (S.Polynomial(delta=2.0), 0.0, 1.0),
+    (S.Polynomial(delta=2.0), 10.0, 0.0), (S.PowerLaw(chi=0.5), 0.0, 1.0), (S.PowerLaw(chi=0.5), 10.0, 11 ** -0.5),
+    (S.WSD(floor=0.1), 10.0, 0.1), (S.WSD(floor=0.1), 0.0, 1.0),
     # two-point linear x0 = 0.1, dx1 = 0.5, y1 = 0.6, dx2 = 0.5, dy2 = 0.5: knots (0.1, 1), (0.55, 0.6),
     # (0.775, 0.3), (1, 0); at s = 0.325 half-way down the first line: 0.8; s = 0.05 warmup: 0.5
     (S.TwoPointLinear(x0=0.1, y1=0.6), 0.5, 0.5), (S.TwoPointLinear(x0=0.1, y1=0.6), 1.0, 1.0),

@@ -7,5 +7,6 @@
 * :mod:`.fit`: fitting the ansatz (Huber loss on log-loss, post-warmup) and held-out prediction;
 * :mod:`.surrogate_model`, :mod:`.optimise`: the fitted ansatz as a discrete-map model, and its
   optimal monotone schedule by :func:`opt_protocols.solve`;
+* :mod:`.records`: fits, predictions and optima as HDF5 runs;
 * :mod:`.cli`: ``opt-protocols fsl fit | predict | optimise``.
 """

@@ -246,15 +246,20 @@ class _Search:
         self.cache[key] = cand
         return cand
 
-    def _score_budget(self, shape, static, table, stage) -> Candidate:
+    def budget_base(self, table) -> float | None:
+        """The base whose clipped schedule meets the == budget (None: not reachable below the upper bound)."""
         mean = self.budget.mean
         lo, hi = self.obj.lo, self.obj.hi
         if self.obj.mean(table, hi) < mean * (1 - 1e-12):
-            return Candidate(shape.replace(base_lr=hi), math.inf, static, stage, np.array([]))
+            return None
         if lo <= 0.0:
-            base = min(mean / self.obj.mean(table, 1.0), hi)
-        else:
-            base = optimize.brentq(lambda b: self.obj.mean(table, b) - mean, 0.0, hi, xtol=1e-14)
+            return min(mean / self.obj.mean(table, 1.0), hi)
+        return optimize.brentq(lambda b: self.obj.mean(table, b) - mean, 0.0, hi, xtol=1e-14)
+
+    def _score_budget(self, shape, static, table, stage) -> Candidate:
+        base = self.budget_base(table)
+        if base is None:
+            return Candidate(shape.replace(base_lr=self.obj.hi), math.inf, static, stage, np.array([]))
         losses = self.obj(table, base, static)
         return self._candidate(shape, base, losses, static, stage, np.array([]))
 
@@ -454,9 +459,13 @@ def shape_search(model: Model | str | Problem, family: str | type[sch.Schedule],
     if not np.isfinite(best.loss):
         raise ValueError(f"shape_search: no member of {cls.__name__} gave a finite loss (all diverged or infeasible)")
     if obj.model.kind == "ode" and obj.sgd is None:
-        # the winner at the default tabulation (the search used `samples` segments)
-        final = float(obj.ev.objective(member_protocol(pb, ctrl, best.schedule), best.static))
-        best = Candidate(best.schedule, final, best.static, best.stage, best.grid_losses)
+        # the winner at the default tabulation (the search used `samples` segments); a budget
+        # fixes the base again on that tabulation
+        s = best.schedule
+        if eq is not None:
+            s = s.replace(base_lr=search.budget_base(s.replace(base_lr=1.0).tabulate(0.0, pb.t_final)))
+        final = float(obj.ev.objective(member_protocol(pb, ctrl, s), best.static))
+        best = Candidate(s, final, best.static, best.stage, best.grid_losses)
         cands[0] = best
     edges = [g for g in (grid[:1].tolist() + grid[-1:].tolist()) if g not in (lo, hi)]
     if best.schedule.base_lr in edges:

@@ -6,6 +6,9 @@ from scipy import stats
 import opt_protocols as op
 from opt_protocols import schedules as S
 from opt_protocols import search
+from opt_protocols.control.evaluate import Evaluator
+from opt_protocols.control.problem import make_problem
+from opt_protocols.protocol import as_protocol
 
 RF = dict(t_final=100, controls={"eta": (0.0, 2.0)})   # [BM26] reference (a, b, sigma, m, N) = (2, 2, 0.5, 5, 500)
 
@@ -89,10 +92,13 @@ def test_budget_fixes_the_base_curriculum():
     kw = dict(controls={"u": (0.0, 1.0)}, fixed={"eta": 3.0}, budgets=[{"control": "u", "mean": 0.5}])
     const = search.shape_search(m, "constant", 12.0, n_random=0, **kw)
     assert const.best.loss == pytest.approx(0.1527775, abs=1e-7) and const.best.schedule.base_lr == 0.5
-    res = search.shape_search(m, "two_point_linear", 12.0, n_random=6, n_refine=1, min_step=1 / 16, **kw)
-    s = res.best.schedule
-    tk, u0, u1 = s.tabulate(0.0, 12.0)
-    assert np.sum(0.5 * (u0 + u1) * np.diff(tk)) / 12.0 == pytest.approx(0.5, rel=1e-12)
+    for fam in ("two_point_linear", "cosine"):      # piecewise linear, and curved (tabulated finer at the end)
+        res = search.shape_search(m, fam, 12.0, n_random=6, n_refine=1, min_step=1 / 16, **kw)
+        tk, u0, u1 = res.best.schedule.tabulate(0.0, 12.0)
+        assert np.sum(0.5 * (u0 + u1) * np.diff(tk)) / 12.0 == pytest.approx(0.5, rel=1e-12)
+        proto = as_protocol(m, {"u": res.best.schedule, "eta": 3.0}, 12.0)
+        ev = Evaluator(make_problem(m, t_final=12.0, **kw))
+        assert ev.objective(proto) == pytest.approx(res.best.loss, rel=1e-12)
     assert res.best.loss < const.best.loss          # the order of the easy examples matters
     for c in res.candidates:   # an infeasible shape (mean of the shape < 0.5) is scored inf
         tk, u0, u1 = c.schedule.replace(base_lr=1.0).tabulate(0.0, 12.0, samples=search.SEARCH_SAMPLES)

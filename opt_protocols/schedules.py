@@ -55,6 +55,8 @@ WARMUPS = ("linear", "cosine", "exponential", "polynomial")
 EXP_WARMUP_START = 0.01
 #: Knots closer than this (in units of the horizon) coincide.
 KNOT_TOL = 1e-12
+#: Parameters this close to a bound (relative to the bounds' size) are taken as the bound (rounding).
+BOUND_RTOL = 1e-12
 #: Offset (in units of the horizon) at which the right limit of a jump is evaluated for tabulation.
 JUMP_EPS = 1e-12
 
@@ -117,8 +119,11 @@ class Schedule:
             raise ValueError(f"{name}: warmup_shape = {self.warmup_shape!r}: expected one of {', '.join(WARMUPS)}")
         for key, spec in self.PARAMS.items():
             v = getattr(self, key)
-            if not (_is_number(v) and spec.lo <= v <= spec.hi):
+            tol = BOUND_RTOL * max(1.0, abs(spec.lo), abs(spec.hi))
+            if not (_is_number(v) and spec.lo - tol <= v <= spec.hi + tol):
                 raise ValueError(f"{name}: {key} = {v!r} is out of range: expected a number in [{spec.lo}, {spec.hi}]")
+            if not spec.lo <= v <= spec.hi:      # a bound missed by rounding (e.g. exp(log(hi))): the bound
+                object.__setattr__(self, key, float(min(max(v, spec.lo), spec.hi)))
 
     # ---- parameters ---------------------------------------------------------------------------
     @property

@@ -144,6 +144,15 @@ def test_bad_parameters_are_one_line_errors(kwargs, message):
         S.Cosine(**kwargs)
 
 
+def test_rounding_at_a_bound_is_the_bound():
+    """exp(log(10)) = 10.000000000000002: a parameter missing its bound by rounding is the bound
+    (direct fits work in log coordinates); beyond rounding it is an error."""
+    s = S.SquareRoot(a=math.exp(math.log(10.0)) * (1 + 1e-15))
+    assert s.a == 10.0
+    with pytest.raises(ValueError, match="out of range"):
+        S.SquareRoot(a=10.0 * (1 + 1e-9))
+
+
 def test_other_bad_input():
     with pytest.raises(ValueError, match=r"^wsd: decay = 'exp': expected one of linear, cosine, geometric$"):
         S.WSD(decay="exp")

@@ -27,7 +27,9 @@ decision variables of the problem (e.g. the committee's test-time scale p_test) 
 with the shape, as extra unit coordinates. If the control carries an ``==`` budget (the
 curriculum's share of easy examples), the budget fixes the base: base such that the time average
 of the clipped schedule equals the budget's mean; a shape that would need a base above the
-control's upper bound is infeasible. A ``<=`` budget makes the grid points above it infeasible.
+control's upper bound is infeasible; the winner keeps the search's tabulation of an ODE schedule
+(``SearchResult.protocol``), on which the budget holds exactly. A ``<=`` budget makes the grid
+points above it infeasible.
 
 :func:`family_optimum` is the direct optimisation of a family's base LR and shape parameters
 (:func:`opt_protocols.control.baselines.family_baseline`: gradient-based on maps, Nelder-Mead on
@@ -359,9 +361,10 @@ def clipped_protocol(problem: Problem, control: str, tk: np.ndarray, u0: np.ndar
     return Protocol(np.asarray(tk, dtype=float), U0, U1, list(m.control_names))
 
 
-def member_protocol(problem: Problem, control: str, schedule: sch.Schedule) -> Protocol:
-    """A family member as the protocol of ``problem`` (clipped to the bounds of ``control``)."""
-    tk, u0, u1 = schedule.tabulate(0.0, problem.t_final, problem.model.kind == "map")
+def member_protocol(problem: Problem, control: str, schedule: sch.Schedule, samples: int | None = None) -> Protocol:
+    """A family member as the protocol of ``problem`` (clipped to the bounds of ``control``; an ODE's
+    tabulation on ``samples`` segments, default :data:`opt_protocols.schedules.SAMPLES`)."""
+    tk, u0, u1 = schedule.tabulate(0.0, problem.t_final, problem.model.kind == "map", samples=samples)
     return clipped_protocol(problem, control, tk, u0, u1)
 
 
@@ -458,14 +461,12 @@ def shape_search(model: Model | str | Problem, family: str | type[sch.Schedule],
     best = cands[0]
     if not np.isfinite(best.loss):
         raise ValueError(f"shape_search: no member of {cls.__name__} gave a finite loss (all diverged or infeasible)")
-    if obj.model.kind == "ode" and obj.sgd is None:
-        # the winner at the default tabulation (the search used `samples` segments); a budget
-        # fixes the base again on that tabulation
-        s = best.schedule
-        if eq is not None:
-            s = s.replace(base_lr=search.budget_base(s.replace(base_lr=1.0).tabulate(0.0, pb.t_final)))
-        final = float(obj.ev.objective(member_protocol(pb, ctrl, s), best.static))
-        best = Candidate(s, final, best.static, best.stage, best.grid_losses)
+    # an ODE's winner is re-evaluated at the default tabulation (the search used `samples` segments),
+    # except under a budget: the search's tabulation meets the budget exactly and is kept
+    final_samples = samples if eq is not None and obj.model.kind == "ode" else None
+    if obj.model.kind == "ode" and obj.sgd is None and eq is None:
+        final = float(obj.ev.objective(member_protocol(pb, ctrl, best.schedule), best.static))
+        best = Candidate(best.schedule, final, best.static, best.stage, best.grid_losses)
         cands[0] = best
     edges = [g for g in (grid[:1].tolist() + grid[-1:].tolist()) if g not in (lo, hi)]
     if best.schedule.base_lr in edges:
@@ -480,7 +481,7 @@ def shape_search(model: Model | str | Problem, family: str | type[sch.Schedule],
     return SearchResult(family=sch._family_name(cls), control=ctrl, best=best, candidates=cands, base_lrs=grid,
                         stochastic=obj.sgd is not None, n_evaluations=obj.n_evaluations,
                         wall_time=time.perf_counter() - t0, coverage=coverage, settings=settings,
-                        protocol=member_protocol(pb, ctrl, best.schedule))
+                        protocol=member_protocol(pb, ctrl, best.schedule, final_samples))
 
 
 def family_optimum(model: Model | str | Problem, family: str | type[sch.Schedule], t_final: float | None = None, *,

@@ -92,13 +92,16 @@ def test_budget_fixes_the_base_curriculum():
     kw = dict(controls={"u": (0.0, 1.0)}, fixed={"eta": 3.0}, budgets=[{"control": "u", "mean": 0.5}])
     const = search.shape_search(m, "constant", 12.0, n_random=0, **kw)
     assert const.best.loss == pytest.approx(0.1527775, abs=1e-7) and const.best.schedule.base_lr == 0.5
-    for fam in ("two_point_linear", "cosine"):      # piecewise linear, and curved (tabulated finer at the end)
+    for fam in ("two_point_linear", "cosine", "smooth_spline"):      # piecewise linear, and curved
         res = search.shape_search(m, fam, 12.0, n_random=6, n_refine=1, min_step=1 / 16, **kw)
-        tk, u0, u1 = res.best.schedule.tabulate(0.0, 12.0)
-        assert np.sum(0.5 * (u0 + u1) * np.diff(tk)) / 12.0 == pytest.approx(0.5, rel=1e-12)
-        proto = as_protocol(m, {"u": res.best.schedule, "eta": 3.0}, 12.0)
+        p = res.protocol      # the search's tabulation, kept: the budget holds on it exactly
+        u = p.names.index("u")
+        assert np.sum(0.5 * (p.U0[:, u] + p.U1[:, u]) * np.diff(p.tk)) / 12.0 == pytest.approx(0.5, rel=1e-12)
         ev = Evaluator(make_problem(m, t_final=12.0, **kw))
-        assert ev.objective(proto) == pytest.approx(res.best.loss, rel=1e-12)
+        assert ev.objective(p) == pytest.approx(res.best.loss, rel=1e-12)
+        # the schedule itself, tabulated finer, meets the budget to the tabulation's accuracy
+        fine = as_protocol(m, {"u": res.best.schedule, "eta": 3.0}, 12.0)
+        assert ev.objective(fine) == pytest.approx(res.best.loss, rel=1e-4)
     assert res.best.loss < const.best.loss          # the order of the easy examples matters
     for c in res.candidates:   # an infeasible shape (mean of the shape < 0.5) is scored inf
         tk, u0, u1 = c.schedule.replace(base_lr=1.0).tabulate(0.0, 12.0, samples=search.SEARCH_SAMPLES)

@@ -1,7 +1,7 @@
 """The price of a schedule family: each family's best member against the optimal protocol [NS26]
 (docs/models.md section 7).
 
-    python results/price_of_family.py [--quick] [--out DIR]   # from the repository root; ~10 min (--quick ~30 s)
+    python results/price_of_family.py [--quick] [--out DIR]   # from the repository root; ~15 min (--quick ~10 s)
 
 For every built-in model at its reference setup the optimal protocol comes from ``op.solve``; the
 best member of every family of :mod:`opt_protocols.schedules` comes from two independent
@@ -148,6 +148,7 @@ def figure(results: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
     names = list(results)
     fig, axes = plt.subplots(2, len(names), figsize=(3.6 * len(names), 6.4), squeeze=False)
     for col, name in enumerate(names):
@@ -159,6 +160,8 @@ def figure(results: dict, path: Path) -> None:
         a.set_yticks(range(len(rows)), [r["family"] for r in rows], fontsize=7)
         a.invert_yaxis()
         a.set_xscale("log")
+        a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("price: loss above the optimum (%)", fontsize=8)
         a.set_title(f"{name}\noptimum {sol.objective:.6g}", fontsize=9)
         a.tick_params(labelsize=7)

@@ -1,7 +1,9 @@
 """The functional-scaling-law surrogate [FSL25] (docs/models.md section 6): exact on the random-feature
 model, fitted to real LLM loss curves, and optimised with the project's optimal control.
 
-    python results/fsl_llm.py [--quick] [--out DIR]   # from the repository root; ~15 min (--quick ~1 min)
+    python results/fsl_llm.py [--quick] [--out DIR]   # from the repository root
+
+Runtime: 14 min on 2 cores at load 6 (--quick: 14 s on an idle machine).
 
 1. Random features, the section-6 reference (lambda_j = j^(-4), lambda_j (w*_j)^2 = j^(-3), i.e.
    (s, beta) = (0.5, 4), N = 128, sigma = 3, batch 1, 10^4 steps, peak eta 0.01): the final excess

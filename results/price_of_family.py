@@ -1,7 +1,9 @@
 """The price of a schedule family: each family's best member against the optimal protocol [NS26]
 (docs/models.md section 7).
 
-    python results/price_of_family.py [--quick] [--out DIR]   # from the repository root; ~15 min (--quick ~10 s)
+    python results/price_of_family.py [--quick] [--out DIR]   # from the repository root
+
+Runtime: 13 min on 2 cores at load 6 (--quick: 6 s on an idle machine).
 
 For every built-in model at its reference setup the optimal protocol comes from ``op.solve``; the
 best member of every family of :mod:`opt_protocols.schedules` comes from two independent

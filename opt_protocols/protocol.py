@@ -55,7 +55,7 @@ def _merge(tables: list[tuple[np.ndarray, np.ndarray, np.ndarray]], names: list[
         s = np.clip(np.searchsorted(t, 0.5 * (a + b), side="right") - 1, 0, len(t) - 2)
         width = t[s + 1] - t[s]
         theta = np.where(width > 0, (b - t[s]) / np.where(width > 0, width, 1.0), 0.0)
-        U1[:, j] = u0[s] + theta * (u1[s] - u0[s])
+        U1[:, j] = (1.0 - theta) * u0[s] + theta * u1[s]     # exact at theta = 1: a value on a bound stays on it
     return Protocol(tk, np.ascontiguousarray(U0), np.ascontiguousarray(U1), list(names))
 
 

@@ -30,6 +30,7 @@ PROBLEM_KEYS = {
     "intervals": "control intervals", "degree": "collocation degree", "scheme": "'legendre' | 'radau'",
     "elements": "collocation elements per interval", "control_type": "'constant' | 'linear'",
     "solver_options": "[solver_options] table passed to CasADi's nlpsol", "families": "schedule families",
+    "baselines": "schedules to compare with (text forms, see --baseline)",
 }
 
 
@@ -188,13 +189,21 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
+def _control_value(text: str) -> Any:
+    """A control given on the command line: a number, or a schedule (``cosine:base_lr=0.5``)."""
+    value = _value(text)
+    if isinstance(value, str):
+        from . import schedules
+        return schedules.parse(value)
+    return value
+
+
 def cmd_simulate(args) -> int:
     import numpy as np
 
     from .simulate import simulate
     cfg, m, T = _problem_basics(args, PROBLEM_KEYS)   # a problem file simulates under default controls
-    protocol = {}
-    protocol.update({k: _value(v) for k, v in _pairs(args.control, "--control").items()})
+    protocol = {k: _control_value(v) for k, v in _pairs(args.control, "--control").items()}
     tr = simulate(m, _initial_state(args, cfg, m), protocol, T, method=args.method, rtol=args.rtol,
                   n_out=args.points)
     print(f"# {m.name} {m.time_name} loss  ({tr.method}, {tr.n_steps} steps, {tr.status})")
@@ -269,6 +278,16 @@ def _solve_kwargs(args, cfg: dict) -> dict:
             kw[key] = dict(cfg[key])
     if "solver_options" in cfg:
         kw["solver_options"] = dict(cfg["solver_options"])
+    baselines = {}
+    for text in list(cfg.get("baselines", [])) + list(args.baseline or []):
+        from . import schedules
+        cls, given = schedules.parse_spec(text)    # validates the text: one line naming what is wrong
+        if "base_lr" in given:
+            baselines[text] = cls(**given)
+        else:
+            args.family = [*(args.family or []), text]
+    if baselines:
+        kw["baselines"] = baselines
     families = cfg.get("families", [])
     families = (["default"] if families == "default" else list(families)) + list(args.family or [])
     if args.families:
@@ -467,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", formatter_class=fmt, help="simulate a model under a protocol, print the loss")
     _add_model_args(s)
-    s.add_argument("--control", action="append", metavar="NAME=VALUE", help="constant control value (repeatable)")
+    s.add_argument("--control", action="append", metavar="NAME=VALUE",
+                   help="a constant value or a schedule, e.g. eta=0.5 or eta=cosine:base_lr=0.5 (repeatable)")
     s.add_argument("--method", default="dopri5", choices=["dopri5", "rk4"], help="integrator (ODE models)")
     s.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance of dopri5")
     s.add_argument("--points", type=int, default=201, help="output points")
@@ -497,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", action="append", metavar="NAME",
                    help="also fit the best member of this schedule family as a baseline (repeatable; "
                         "see docs/schedules.md)")
+    s.add_argument("--baseline", action="append", metavar="SCHEDULE",
+                   help="a schedule to compare with, e.g. cosine:base_lr=0.5 (evaluated as given) or "
+                        "wsd:decay=cosine (its free parameters fitted); repeatable")
     s.add_argument("--families", action="store_true",
                    help="fit the default families as baselines: cosine, wsd, power_law")
     s.add_argument("--out", "-o", help="HDF5 results file (default results/<model>.h5)")
@@ -532,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=8, help="SGD runs (at least 2)")
     s.set_defaults(func=cmd_validate)
     batch_cli.add_parsers(sub)
+    from .fsl.cli import add_parsers as add_fsl_parsers
+    add_fsl_parsers(sub)
     return p
 
 

@@ -49,7 +49,7 @@ OUTPUTS = ("fsl_llm.json", "fsl_llm.h5", "fsl_llm.png")
 
 #: docs/models.md section 6: final excess risk E = L/2 at the reference
 REFERENCE = {"constant": 0.04037, "cosine": 0.02448, "wsd": 0.02235}
-RF = dict(**fsl_params(0.5, 4.0), sigma=3.0, m=1.0, N=128)
+RF = dict(**fsl_params(0.5, 4.0), sigma=3.0, batch=1.0, N=128)
 PEAK_ETA = 0.01
 SCHEDULES = {"constant": sch.Constant(base_lr=PEAK_ETA), "cosine": sch.Cosine(base_lr=PEAK_ETA),
              "wsd": sch.WSD(base_lr=PEAK_ETA, decay_fraction=0.2)}

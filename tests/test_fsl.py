@@ -19,7 +19,7 @@ from opt_protocols.fsl.fit import curve_errors, fit
 from opt_protocols.models.random_features import fsl_params
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = dict(**fsl_params(0.5, 4.0), sigma=3.0, m=1.0, N=128)     # docs/models.md section 6
+REF = dict(**fsl_params(0.5, 4.0), sigma=3.0, batch=1.0, N=128)     # docs/models.md section 6
 REF_E = {"constant": (S.Constant(base_lr=0.01), 0.04037), "cosine": (S.Cosine(base_lr=0.01), 0.02448),
          "wsd": (S.WSD(base_lr=0.01, decay_fraction=0.2), 0.02235)}
 
@@ -30,7 +30,7 @@ REF_E = {"constant": (S.Constant(base_lr=0.01), 0.04037), "cosine": (S.Cosine(ba
 def test_volterra_equals_the_recursion_to_rounding(batch):
     """The direct O(T^2 N) sum of the Volterra equation never forms the per-mode state, yet equals
     the random-feature recursion (op.simulate) at every step, to rounding (1e-12 relative)."""
-    m = op.load_model("random_features", **{**REF, "m": batch})
+    m = op.load_model("random_features", **{**REF, "batch": batch})
     lam, c0, sigma = volterra.rf_arrays(m)
     T = 400
     rng = np.random.default_rng(0)

@@ -288,12 +288,22 @@ def compute_baselines(problem: Problem, ev: Evaluator, given: Mapping[str, Any] 
                       families: Sequence[str] = ()) -> dict[str, Baseline]:
     """Best constant, default, the best member of each family, and the user's named protocols.
 
+    A family is a name (``"cosine"``) or a text form with some fields fixed
+    (``"wsd:decay=cosine,floor=0.1"``: the other parameters and the base LR are fitted; with
+    ``base_lr`` given too, the schedule is evaluated as it is), see :func:`opt_protocols.schedules.parse_spec`.
+
     A value of ``given`` is a protocol specification, or ``(protocol, {static: value})``.
     """
     base = {"best_constant": best_constant(problem, ev), "default": default_baseline(problem, ev)}
     for fam in families:
-        b = family_baseline(problem, ev, fam, base["best_constant"])
+        cls, given = sch.parse_spec(fam) if isinstance(fam, str) else (fam, {})
+        if "base_lr" in given:           # a fully given schedule: evaluated as it is
+            base[str(fam)] = given_baseline(problem, ev, str(fam), cls(**given))
+            continue
+        fixed = {**FAMILY_FIXED.get(sch._family_name(cls), {}), **given} if given else None
+        b = family_baseline(problem, ev, cls, base["best_constant"], fixed=fixed)
         if b is not None:
+            b.name = str(fam) if given else b.name
             base[b.name] = b
     for name, spec in (given or {}).items():
         if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping):

@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import storage
-from . import data
-from .law import LossLaw
+if TYPE_CHECKING:  # pragma: no cover - the heavy modules load only when a command runs
+    from . import data
+    from .law import LossLaw
 
 BUILTIN = "builtin:"
 
 
 def load_curve(spec: str, require_loss: bool = True, horizon: int | None = None) -> data.LossCurve:
     """A curve from a CSV path or ``builtin:SIZE/NAME``."""
+    from . import data
     if spec.startswith(BUILTIN):
         size, _, name = spec[len(BUILTIN):].partition("/")
         return data.builtin_curve(size, name)
@@ -95,6 +97,7 @@ def _run_id(args, kind: str) -> str:
 
 
 def cmd_fit(args) -> int:
+    from .. import storage
     from .fit import curve_errors, fit
     from .records import fit_record
     curves = [load_curve(c) for c in args.curves]
@@ -111,6 +114,7 @@ def cmd_fit(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .. import storage
     from .fit import curve_errors
     from .records import prediction_record, read_law
     law, fit_run = read_law(args.fit, args.fit_run)
@@ -129,6 +133,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_optimise(args) -> int:
+    from .. import storage
     from .optimise import linear_warmup, optimise
     from .records import optimum_record, read_law
     law, fit_run = read_law(args.fit, args.fit_run)

@@ -379,12 +379,18 @@ def _fmt_num(v: float | None, width: int = 12) -> str:
     return f"{v:{width}.7g}"
 
 
-def cmd_show(args) -> int:
+def _sweep_module(args):
+    """The sweep CLI module when ``args.file`` is a sweep file shown or plotted as a whole, else None."""
     from .batch import cli as batch_cli
     if not Path(args.file).exists():
         raise UsageError(f"{args.file}: no such file")
-    if not args.run and batch_cli.is_sweep_file(args.file):
-        return batch_cli.cmd_show(args)
+    return batch_cli if not args.run and batch_cli.is_sweep_file(args.file) else None
+
+
+def cmd_show(args) -> int:
+    sweep = _sweep_module(args)
+    if sweep is not None:
+        return sweep.cmd_show(args)
     runs = _runs(args.file, args.run)
     if args.status:
         runs = [s for s in runs if s.status == args.status]
@@ -423,11 +429,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .batch import cli as batch_cli
-    if not Path(args.file).exists():
-        raise UsageError(f"{args.file}: no such file")
-    if not args.run and batch_cli.is_sweep_file(args.file):
-        return batch_cli.cmd_plot(args)
+    sweep = _sweep_module(args)
+    if sweep is not None:
+        return sweep.cmd_plot(args)
     from .plot import plot_solution
     runs = _runs(args.file, args.run)
     outs = []

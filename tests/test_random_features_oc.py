@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import opt_protocols as op
+from opt_protocols.references import BM26 as REF
 from opt_protocols import ad as adj
 
 
@@ -24,11 +25,12 @@ def solve_adjoint(model, *, intervals=100, families=(), starts=None, hops=0, see
     return op.solve(model, method=method, families=families, **kw)
 
 
-BM26 = dict(a=2.0, b=2.0, sigma=0.5, batch=5.0, N=500)     # docs/models.md section 5 reference
-T_BM26 = 100
+BM26 = REF.model_params()          # docs/models.md section 5 reference (opt_protocols.references)
+T_BM26 = int(REF.t_final)
 
 
 def _half_unit(ref: str) -> float:
+    assert any(p.text == ref for p in REF.published.values()), f"{ref} is not a published BM26 number"
     return 0.5 * 10.0 ** (-len(ref.split(".")[1]))
 
 

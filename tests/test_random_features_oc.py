@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import opt_protocols as op
-from opt_protocols.references import BM26 as REF
 from opt_protocols import ad as adj
+from opt_protocols.references import BM26 as REF
 
 
 def solve_adjoint(model, *, intervals=100, families=(), starts=None, hops=0, seed=0, optimizer=None, **kw):

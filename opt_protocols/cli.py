@@ -400,7 +400,9 @@ def cmd_show(args) -> int:
         print("no runs match")
         return EXIT_OK
     differ = _differing_params(runs)
-    header = (f"{'run':34s} {'model':12s} {'status':10s} {'objective':>12s} {'best const':>12s} {'gain':>7s} "
+    w_run = max(3, *(len(s.run_id or "") for s in runs))
+    w_model = max(5, *(len(s.model) for s in runs))
+    header = (f"{'run':{w_run}s} {'model':{w_model}s} {'status':10s} {'objective':>12s} {'best const':>12s} {'gain':>7s} "
               f"{'method':11s} {'int.':>5s} {'T':>8s}  problem")
     print(header)
     for s in runs:
@@ -419,7 +421,7 @@ def cmd_show(args) -> int:
         ver = s.verification.get("relative_gap") if s.verification else None
         if ver is not None and not s.verification.get("ok", True):
             bits.append(f"VERIFICATION FLAGGED (gap {ver:.1e})")
-        print(f"{s.run_id:34s} {s.model:12s} {s.status:10s} {obj} {_fmt_num(b.objective if b else None)} "
+        print(f"{s.run_id:{w_run}s} {s.model:{w_model}s} {s.status:10s} {obj} {_fmt_num(b.objective if b else None)} "
               f"{gain:>7s} {method:11s} {intervals:5d} {T:8.4g}  {'; '.join(bits)}")
         if args.verbose:
             print("   ", s.summary().replace("\n", "\n    "))

@@ -402,8 +402,8 @@ def cmd_show(args) -> int:
     differ = _differing_params(runs)
     w_run = max(3, *(len(s.run_id or "") for s in runs))
     w_model = max(5, *(len(s.model) for s in runs))
-    header = (f"{'run':{w_run}s} {'model':{w_model}s} {'status':10s} {'objective':>12s} {'best const':>12s} {'gain':>7s} "
-              f"{'method':11s} {'int.':>5s} {'T':>8s}  problem")
+    header = (f"{'run':{w_run}s} {'model':{w_model}s} {'status':10s} {'objective':>12s} {'best const':>12s} "
+              f"{'gain':>7s} {'method':11s} {'int.':>5s} {'T':>8s}  problem")
     print(header)
     for s in runs:
         b = s.baselines.get("best_constant")

@@ -45,6 +45,8 @@ from .worker import TaskOutcome, light
 POLL = 0.2
 #: A write waits for at least this many times the duration of the previous write.
 WRITE_SPACING = 4.0
+#: The same near the end of a sweep (smaller batches, so that little is left after the last task).
+ENDING_SPACING = 1.0
 
 
 @dataclass
@@ -173,6 +175,7 @@ class _Writer:
         self.last_end, self.last_cost = -math.inf, 0.0
         self._cond = threading.Condition()
         self._stop = False
+        self._hurry = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="sweep-writer", daemon=True)
         self._thread.start()
@@ -184,9 +187,19 @@ class _Writer:
             self.pending.append(record)
             self._cond.notify()
 
+    def ending_in(self, seconds: float) -> None:
+        """The driver expects the last run in about ``seconds``: a batch held back until after
+        that would be written after the last task, so from then on each run is written as it
+        comes, :data:`ENDING_SPACING` apart."""
+        if not self._hurry and seconds < (WRITE_SPACING + 1.0) * self.last_cost:
+            with self._cond:
+                self._hurry = True
+                self._cond.notify()
+
     def _wait(self) -> float:
         """Seconds until the next write may start."""
-        return self.last_end + WRITE_SPACING * self.last_cost - time.perf_counter()
+        spacing = ENDING_SPACING if self._hurry else WRITE_SPACING
+        return self.last_end + spacing * self.last_cost - time.perf_counter()
 
     def _loop(self) -> None:
         while True:
@@ -302,6 +315,8 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
                    desc=s.name, enabled=show)
     writer = _Writer(path, replace)
     running: dict[str, Segment] = {}
+    total = left = sum(len(seg.tasks) for seg in segments)
+    n_workers = max(1, getattr(ex, "n_workers", 1))
 
     def submit(seg: Segment) -> None:
         task = seg.next
@@ -329,11 +344,13 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
             for ev, task, warm_id in finished:
                 record, status, message = _record(s, task, ev.outcome, ev.lost, warm_id, ev.attempts)
                 writer.add(record)
+                if ev.outcome is not None:
+                    report.task_time += ev.outcome.wall_time
+                left -= 1
+                writer.ending_in(left * report.task_time / (total - left) / n_workers)   # time to the last run
                 report.statuses[task.run_id] = status
                 report.ran.append(task.run_id)
                 report.problems.pop(task.run_id, None)
-                if ev.outcome is not None:
-                    report.task_time += ev.outcome.wall_time
                 if status not in GOOD:
                     report.problems[task.run_id] = (task.coords, message)
                     bar.write(f"{task.run_id} ({', '.join(f'{k} = {v}' for k, v in task.coords.items())}): "

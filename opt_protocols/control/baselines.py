@@ -152,12 +152,12 @@ def best_constant(problem: Problem, ev: Evaluator, near: Mapping[str, float] | N
 
 def _bracket_near(f, x: float, lo: float, hi: float, span: float) -> tuple[float, float, float, float] | None:
     """(a, b, m, f(m)) with lo <= a < m < b <= hi and f(m) < f(a), f(m) < f(b), so that a minimum of
-    f lies in (a, b): from x, steps downhill (each twice as long as the one before) until the
-    lowest of three points is the middle one. None if a step reaches a bound (the minimum may be
-    there: the full search decides) or after :data:`BRACKET_STEPS` steps."""
+    f lies in (a, b): from x, steps downhill, each twice as long as the one before but at most
+    half-way to the bound, until the lowest of three points is the middle one. None after
+    :data:`BRACKET_STEPS` steps (e.g. towards a minimum at a bound: the full search decides)."""
     m = float(min(max(x, lo), hi))
     step = BRACKET_STEP * max(m - lo, 1e-4 * span)
-    a, b = max(lo, m - step), min(hi, m + step)
+    a, b = m - min(step, 0.5 * (m - lo)), m + min(step, 0.5 * (hi - m))
     if not a < m < b:
         return None
     fa, fm, fb = f(a), f(m), f(b)
@@ -166,16 +166,12 @@ def _bracket_near(f, x: float, lo: float, hi: float, span: float) -> tuple[float
             return a, b, m, fm
         step *= 2.0
         if fa <= fb:          # downhill is to the left
-            if a <= lo:
-                return None
             b, fb, m, fm = m, fm, a, fa
-            a = max(lo, m - step)
+            a = m - min(step, 0.5 * (m - lo))
             fa = f(a)
         else:
-            if b >= hi:
-                return None
             a, fa, m, fm = m, fm, b, fb
-            b = min(hi, m + step)
+            b = m + min(step, 0.5 * (hi - m))
             fb = f(b)
     return (a, b, m, fm) if fm < fa and fm < fb else None
 

@@ -87,7 +87,8 @@ class Evaluator:
         (:data:`KERNEL_SEARCH_SIZE`): its forward pass (the model's own step and loss, compiled with
         reassociation, :mod:`opt_protocols.ad.kernel`; agrees with :meth:`objective` to rounding,
         ~1e-15 relative, and is faster at thousands of states). Otherwise :meth:`objective`.
-        Reported baseline values and the verification use :meth:`objective`.
+        Reported baseline values use :meth:`objective` (a search value only where it is that same
+        number, :meth:`search_is_objective`).
         """
         if self.search_is_objective(static):
             return self.objective(protocol, static)

@@ -21,6 +21,8 @@ from opt_protocols.batch.cli import main as batch_main
 from opt_protocols.batch.progress import Progress
 from opt_protocols.batch.runner import plan
 from opt_protocols.batch.spec import axis_values
+from opt_protocols.control.problem import make_problem
+from opt_protocols.protocol import as_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = str(ROOT / "tests" / "models_for_tests" / "sweep_faults.py")
@@ -338,6 +340,128 @@ def test_ctrl_c_stops_the_driver_quickly_and_the_file_stays_consistent(tmp_path,
     assert 1 <= len(kept) < 10 and len(op.load(out)) == len(kept)
     report = sweep(spec, workers=2, progress=False)
     assert report.complete and len(report.ran) == 10 - len(kept)
+
+
+# -------------------------------------- what continuation saves, pinned to the full computations
+
+
+@pytest.fixture(scope="module")
+def committee():
+    return op.load_model("committee", K=2, M=2, sigma=0.3)
+
+
+def test_bracketed_best_constant_equals_the_full_search_along_a_continuation(committee):
+    """Each horizon's best constant searched near the previous horizon's (a few simulations)
+    equals the full grid-and-Brent search. Brent stops once x is known to ~sqrt(eps) |x|, and the
+    objective carries the integrator's ~1e-12 noise, so the minimisers agree to ~1e-7 (1e-5 here)
+    and the objectives, flat to second order there, to ~1e-14 (1e-11 here)."""
+    from opt_protocols.control.baselines import best_constant
+    from opt_protocols.control.evaluate import Evaluator
+    previous, saved = None, 0
+    for T in (5.0, 5.2, 6.0, 9.0, 14.0, 20.0, 24.8):    # steps of 0.2 (as in the benchmark) to 6
+        problem = make_problem(committee, t_final=T, controls={"eta": (0.0, 3.0)})
+        ev_full = Evaluator(problem)
+        full = best_constant(problem, ev_full)
+        if previous is not None:
+            ev = Evaluator(problem)
+            near = best_constant(problem, ev, near=previous.values)
+            assert near.values["eta"] == pytest.approx(full.values["eta"], rel=1e-5)
+            assert near.objective == pytest.approx(full.objective, rel=1e-11)
+            assert near.objective == ev.objective(near.protocol, near.static)   # the reported value is exact
+            saved += ev_full.n_evaluations - ev.n_evaluations
+        previous = full
+    assert saved > 6 * 20          # ~46 simulations per search without the bracket, ~15 with it
+
+
+def test_bracket_walks_downhill_and_gives_up_at_a_bound(committee):
+    from opt_protocols.control.baselines import _bracket_near, best_constant
+    from opt_protocols.control.evaluate import Evaluator
+    a, b, m, fm = _bracket_near(lambda x: (x - 0.3) ** 2, 2.0, 0.0, 3.0, 3.0)    # from far away
+    assert a < 0.3 < b and a < m < b and fm < (a - 0.3) ** 2 and fm < (b - 0.3) ** 2
+    assert _bracket_near(lambda x: -x, 1.0, 0.0, 3.0, 3.0) is None               # the minimum is at the bound
+    assert _bracket_near(lambda x: x, 0.0, 0.0, 3.0, 3.0) is None
+    # a minimum at the upper bound (the best constant at T = 10 is ~0.38): the full search decides
+    problem = make_problem(committee, t_final=10.0, controls={"eta": (0.0, 0.3)})
+    full = best_constant(problem, Evaluator(problem))
+    near = best_constant(problem, Evaluator(problem), near={"eta": 0.25})
+    assert full.values["eta"] == near.values["eta"] == pytest.approx(0.3, abs=1e-6)
+    assert near.objective == full.objective
+
+
+def test_warm_started_solve_keeps_the_cold_solves_baselines_and_optimum(committee):
+    from opt_protocols.batch.worker import light
+    kw = {"controls": {"eta": (0.0, 3.0)}, "intervals": 20}
+    first = op.solve(committee, t_final=8.0, **kw)
+    cold = op.solve(committee, t_final=8.4, **kw)
+    warm = op.solve(committee, t_final=8.4, warm_start=light(first), **kw)
+    assert light(first).baselines["best_constant"].loss is None                  # no curves sent along
+    assert warm.objective == pytest.approx(cold.objective, rel=AGREE)
+    np.testing.assert_array_equal(warm.baselines["default"].loss, cold.baselines["default"].loss)
+    assert warm.baselines["default"].objective == cold.baselines["default"].objective
+    assert warm.baselines["best_constant"].objective == pytest.approx(cold.baselines["best_constant"].objective,
+                                                                      rel=1e-11)
+    # the curve is first order in the constant, which both searches fix to ~1e-7
+    np.testing.assert_allclose(warm.baselines["best_constant"].loss, cold.baselines["best_constant"].loss, rtol=1e-6)
+    assert warm.stats["n_simulations"] < cold.stats["n_simulations"] - 20
+
+
+def test_constant_protocols_are_the_tables_as_protocol_makes(committee):
+    from opt_protocols.control.baselines import constant_protocol
+    rf = op.load_model("random_features")
+    for model, controls, fixed, values in [(committee, {"eta": (0.0, 3.0)}, {}, {"eta": 1.25}),
+                                           (committee, {"eta": (0.0, 3.0)}, {"r": 0.5}, {"eta": 0}),
+                                           (committee, {"eta": (0.0, 3.0), "r": (0.0, 1.0)}, {}, {"r": 1.0}),
+                                           (rf, {"eta": (0.0, 3.0)}, {}, {"eta": 2.0})]:
+        problem = make_problem(model, t_final=7.0 if model is committee else 50.0, controls=controls, fixed=fixed)
+        got = constant_protocol(problem, values)
+        want = as_protocol(model, {**problem.fixed, **values}, problem.horizon)
+        assert got.names == want.names
+        for key in ("tk", "U0", "U1"):
+            np.testing.assert_array_equal(getattr(got, key), getattr(want, key))
+            assert getattr(got, key).dtype == getattr(want, key).dtype
+    problem = make_problem(committee, t_final=7.0, controls={"eta": (0.0, 3.0)})
+    for bad in (-1.0, float("nan")):      # the same error as as_protocol's
+        with pytest.raises(ValueError, match="leave the admissible range"):
+            constant_protocol(problem, {"eta": bad})
+
+
+def test_the_verification_simulation_is_the_fine_trajectory(committee):
+    """The verified objective is the fine trajectory's last loss: the same adaptive integrator and
+    tolerances as Evaluator.objective (rtol 1e-10 on the states, 1e-8 on the loss), its steps also
+    ending at the output times, so the two agree to the loss tolerance (1e-8; ~4e-10 measured)."""
+    from opt_protocols.control.evaluate import Evaluator
+    sol = op.solve(committee, t_final=6.0, controls={"eta": (0.0, 3.0)}, intervals=20)
+    v = sol.verification
+    assert v["simulated"] == sol.trajectory.loss[-1]
+    separate = Evaluator(make_problem(committee, t_final=6.0, controls={"eta": (0.0, 3.0)})).objective(
+        sol.protocol, sol.static)
+    assert v["simulated"] == pytest.approx(separate, rel=1e-8)
+    assert v["ok"] and v["relative_gap"] == abs(v["simulated"] - v["method_value"]) / v["simulated"]
+
+
+def test_the_writer_thread_writes_every_run_once_and_reports_a_failed_write(tmp_path, monkeypatch):
+    from opt_protocols.batch import runner
+    s = load_spec(base_spec(grid={"t_final": [1.0, 2.0, 3.0]}))
+    records = [runner._record(s, t, None, "lost", None, 1)[0] for t in s.tasks]
+    out = str(tmp_path / "w.h5")
+    w = runner._Writer(out, set())
+    for r in records[:2]:
+        w.add(r)
+    w.flush()
+    assert storage.list_runs(out) == [r.run_id for r in records[:2]]
+    real = storage.write_runs
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(storage, "write_runs", broken)
+    w = runner._Writer(out, set())
+    w.add(records[2])
+    w._thread.join(timeout=10)                 # the write failed: the thread stops, the run stays pending
+    with pytest.raises(OSError, match="disk full"):
+        w.add(records[2])
+    monkeypatch.setattr(storage, "write_runs", real)
+    w.flush()                                  # retried (once: the duplicate add is left out)
+    assert storage.list_runs(out) == [r.run_id for r in records]
 
 
 # ----------------------------------------------------------------------------- dask LocalCluster

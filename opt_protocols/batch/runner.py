@@ -17,16 +17,18 @@ the file is always a consistent set of whole runs), appending runs as they compl
   segment starts from the default guess), e.g. two halves for one chain on two workers; on a
   resume a segment starts from the last stored solution before it.
 
-Writes are batched when the file grows large: a write copies the file, so the driver waits at
-least :data:`WRITE_SPACING` times as long as the last write took before it writes again (each
-run is written at once while the file is small; at most that fraction of the time is spent
-copying).
+Writes run in a background thread of the driver (the next tasks go out while a write copies
+the file) and are batched when the file grows large: a write copies the file, so the writer
+waits at least :data:`WRITE_SPACING` times as long as the last write took before it writes again
+(each run is written at once while the file is small; at most that fraction of the time is spent
+writing).
 """
 from __future__ import annotations
 
 import fcntl
 import math
 import os
+import threading
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -43,6 +45,8 @@ from .worker import TaskOutcome, light
 POLL = 0.2
 #: A write waits for at least this many times the duration of the previous write.
 WRITE_SPACING = 4.0
+#: The same near the end of a sweep (smaller batches, so that little is left after the last task).
+ENDING_SPACING = 1.0
 
 
 @dataclass
@@ -158,37 +162,84 @@ def thin(solution, points: int | None):
 
 
 class _Writer:
-    """Appends finished runs to the file, batching when writes get slow (see module docstring)."""
+    """Appends finished runs to the file from a background thread, so that the driver hands out
+    the next tasks while a write copies the file; batches when writes get slow (module docstring).
+
+    A write that raises stops the thread; the error is raised in the driver by the next
+    :meth:`add`, and :meth:`flush` retries the runs not written (raising if that fails too).
+    """
 
     def __init__(self, path: str, replace: set[str]):
         self.path, self.replace = path, replace
         self.pending: list = []
         self.last_end, self.last_cost = -math.inf, 0.0
+        self._cond = threading.Condition()
+        self._stop = False
+        self._hurry = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="sweep-writer", daemon=True)
+        self._thread.start()
 
     def add(self, record) -> None:
-        self.pending.append(record)
-        self.tick()
+        if self._error is not None:
+            raise self._error
+        with self._cond:
+            self.pending.append(record)
+            self._cond.notify()
 
-    def tick(self) -> None:
-        """Write what is pending if the last write is long enough ago."""
-        if self.pending and time.perf_counter() - self.last_end >= WRITE_SPACING * self.last_cost:
-            self.flush()
+    def ending_in(self, seconds: float) -> None:
+        """The driver expects the last run in about ``seconds``: a batch held back until after
+        that would be written after the last task, so from then on each run is written as it
+        comes, :data:`ENDING_SPACING` apart."""
+        if not self._hurry and seconds < (WRITE_SPACING + 1.0) * self.last_cost:
+            with self._cond:
+                self._hurry = True
+                self._cond.notify()
 
-    def flush(self, final: bool = False) -> None:
-        """Write what is pending. ``final``: after an interruption, which may have come after a
-        write had replaced the file but before it returned, leave out the runs already there."""
+    def _wait(self) -> float:
+        """Seconds until the next write may start."""
+        spacing = ENDING_SPACING if self._hurry else WRITE_SPACING
+        return self.last_end + spacing * self.last_cost - time.perf_counter()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and (not self.pending or self._wait() > 0):
+                    self._cond.wait(self._wait() if self.pending else None)
+                if self._stop:
+                    return
+                batch, self.pending = self.pending, []
+            try:
+                self._write(batch)
+            except BaseException as exc:   # raised in the driver (add, flush); the runs stay pending
+                with self._cond:
+                    self.pending = batch + self.pending
+                    self._error = exc
+                return
+
+    def _write(self, batch: list) -> None:
         from .. import storage
-        if final and self.pending and os.path.exists(self.path):
-            there = set(storage.list_runs(self.path)) - self.replace
-            self.pending = [r for r in self.pending if r.run_id not in there]
-        if not self.pending:
-            return
         t0 = time.perf_counter()
-        storage.write_runs(self.path, self.pending, exist_ok=any(r.run_id in self.replace for r in self.pending))
-        self.replace -= {r.run_id for r in self.pending}
-        self.pending = []
+        storage.write_runs(self.path, batch, exist_ok=any(r.run_id in self.replace for r in batch))
+        self.replace -= {r.run_id for r in batch}
         self.last_end = time.perf_counter()
         self.last_cost = self.last_end - t0
+
+    def flush(self) -> None:
+        """Stop the thread (a write in progress completes) and write what is pending, leaving out
+        the runs already there (after an interruption, which may have come after a write had
+        replaced the file but before it returned; a failed write is retried here)."""
+        from .. import storage
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join()
+        if self.pending and os.path.exists(self.path):
+            there = set(storage.list_runs(self.path)) - self.replace
+            self.pending = [r for r in self.pending if r.run_id not in there]
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self._write(batch)
 
 
 def sweep(spec: SweepSpec | dict | str | os.PathLike, *, out: str | os.PathLike | None = None,
@@ -264,6 +315,8 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
                    desc=s.name, enabled=show)
     writer = _Writer(path, replace)
     running: dict[str, Segment] = {}
+    total = left = sum(len(seg.tasks) for seg in segments)
+    n_workers = max(1, getattr(ex, "n_workers", 1))
 
     def submit(seg: Segment) -> None:
         task = seg.next
@@ -277,9 +330,8 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
             submit(seg)
         while running:
             events = ex.wait(POLL)
-            writer.tick()
             finished = []
-            for ev in events:             # the next tasks go out first: the workers do not wait for the writes
+            for ev in events:             # the next tasks go out first
                 seg = running.pop(ev.key)
                 task, warm_id = seg.next, seg.warm_id
                 solution = ev.outcome.solution if ev.outcome is not None else None
@@ -292,11 +344,13 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
             for ev, task, warm_id in finished:
                 record, status, message = _record(s, task, ev.outcome, ev.lost, warm_id, ev.attempts)
                 writer.add(record)
+                if ev.outcome is not None:
+                    report.task_time += ev.outcome.wall_time
+                left -= 1
+                writer.ending_in(left * report.task_time / (total - left) / n_workers)   # time to the last run
                 report.statuses[task.run_id] = status
                 report.ran.append(task.run_id)
                 report.problems.pop(task.run_id, None)
-                if ev.outcome is not None:
-                    report.task_time += ev.outcome.wall_time
                 if status not in GOOD:
                     report.problems[task.run_id] = (task.coords, message)
                     bar.write(f"{task.run_id} ({', '.join(f'{k} = {v}' for k, v in task.coords.items())}): "
@@ -304,4 +358,4 @@ def _run(s: SweepSpec, path: str, segments: list[Segment], ex, stored: dict[str,
                 bar.update(status in GOOD)
     finally:
         bar.close()
-        writer.flush(final=True)
+        writer.flush()

@@ -75,9 +75,11 @@ def solve_task(task: dict[str, Any], warm_start: Any = "baseline"):
 
 
 def light(solution):
-    """The parts of a solution a warm start reads (protocol, static values, restart data), to send
-    to a worker without its trajectories and baseline curves."""
-    return replace(solution, trajectory=None, baselines={}, validation=None, x=solution.x[:1],
+    """The parts of a solution a warm start reads (protocol, static values, restart data, the best
+    constant where the next best-constant search starts), to send to a worker without its
+    trajectories and baseline curves."""
+    kept = {n: replace(b, t=None, loss=None) for n, b in solution.baselines.items() if n == "best_constant"}
+    return replace(solution, trajectory=None, baselines=kept, validation=None, x=solution.x[:1],
                    loss=solution.loss[:1], t=solution.t[:1])
 
 

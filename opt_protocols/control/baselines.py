@@ -7,6 +7,10 @@ independently of the method that found the optimum.
 * best constant: a grid scan (linear and geometric points) followed by bounded Brent in 1-D;
   in n-D a grid then L-BFGS-B on the exact gradient (maps) or bounded Nelder-Mead (ODEs).
   Controls with an ``==`` budget are held at their mean, ``<=`` budgets cap the range.
+  In 1-D, given the best constant of a neighbouring problem (a continuation), the grid scan is
+  replaced by a bracket found by walking downhill from it (three points, the middle one lowest:
+  a minimum lies between the outer two), refined by the same bounded Brent; without such a
+  bracket inside the range the full scan runs.
 * schedule families (:mod:`opt_protocols.schedules`): the best member of a family for the
   learning-rate control (``eta``, else the first optimised control without a budget), the other
   controls and static values at their best-constant values. Base LR and shape parameters are
@@ -31,6 +35,11 @@ from .problem import Problem
 
 GRID_1D_LINEAR, GRID_1D_GEOMETRIC = 21, 13
 GRID_ND = 7
+#: First half-width of the bracket around a neighbour's best constant, relative to its distance
+#: from the lower bound (so a log-scale range keeps its resolution); doubled at every step downhill.
+BRACKET_STEP = 0.02
+#: Steps downhill from the neighbour's best constant before the full scan is used instead.
+BRACKET_STEPS = 12
 #: Shape values tried per parameter before the local refinement of a family fit.
 FAMILY_GRID = 4
 #: The families fitted by ``families="default"`` (with the best constant, which every solve has).
@@ -44,19 +53,42 @@ FAMILY_FIXED: dict[str, dict[str, Any]] = {"wsd": {"floor": 0.0}}
 
 
 def constant_protocol(problem: Problem, values: Mapping[str, float]) -> Protocol:
-    return as_protocol(problem.model, {**problem.fixed, **values}, problem.horizon)
+    """The protocol holding every control constant: ``values`` for the given ones, the problem's
+    fixed values (or the model defaults) for the others. The same table as
+    ``as_protocol(model, {**fixed, **values}, horizon)`` (one segment on [0, horizon]), built
+    directly when every value is an admissible real number (the searches build thousands);
+    anything else goes through :func:`as_protocol`, which raises its ValueError."""
+    m = problem.model
+    spec = {**problem.fixed, **values}
+    row = [spec.get(n, m.controls[n].default) for n in m.control_names]
+    if set(spec) <= set(m.control_names) and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+            and m.controls[n].lo <= v <= m.controls[n].hi for n, v in zip(m.control_names, row)):
+        U = np.array([row], dtype=float)
+        return Protocol(np.array([0.0, float(problem.horizon)]), U, U.copy(), list(m.control_names))
+    return as_protocol(m, spec, problem.horizon)
 
 
 def _penalised(v: float) -> float:
     return v if np.isfinite(v) else 1e300
 
 
-def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
-    """The best constant protocol (with the best static values)."""
+def best_constant(problem: Problem, ev: Evaluator, near: Mapping[str, float] | None = None) -> Baseline:
+    """The best constant protocol (with the best static values).
+
+    ``near``: the best constant of a neighbouring problem (``{name: value}`` of the searched
+    control or static value), e.g. the previous problem of a continuation. In 1-D the grid scan is
+    then replaced by :func:`_bracket_near` (a few simulations instead of the scan's 34), and the
+    bracket is refined by the same bounded Brent as after the scan, so the result is the minimum
+    the full search finds whenever that minimum is the one nearest the neighbour's (the objectives
+    agree to the integrator's tolerance: tests/test_sweep.py compares both along a continuation).
+    Without a bracket inside the range (the minimum at a bound), or in n-D, the full search runs.
+    """
     held = {b.control: b.mean for b in problem.budgets if b.relation == "=="}
     caps = {b.control: b.mean for b in problem.budgets if b.relation == "<="}
     free = [(n, (lo, min(hi, caps.get(n, hi)))) for n, (lo, hi) in problem.controls.items() if n not in held]
     dims = [(n, b, "control") for n, b in free] + [(n, b, "static") for n, b in problem.static.items()]
+    values: dict[tuple[float, ...], float] = {}   # search values by point (the reported value reuses one)
 
     def split(v):
         ctrl, st = dict(held), {}
@@ -66,12 +98,18 @@ def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
 
     def f(v):
         ctrl, st = split(v)
-        return _penalised(ev.search_objective(constant_protocol(problem, ctrl), st))
+        key = tuple(float(x) for x in v)
+        if key not in values:
+            values[key] = _penalised(ev.search_objective(constant_protocol(problem, ctrl), st))
+        return values[key]
 
     def reported(v) -> Baseline:
         ctrl, st = split(v)
         proto = constant_protocol(problem, ctrl)
-        return Baseline("best_constant", proto, st, _penalised(ev.objective(proto, st)), ctrl)
+        key = tuple(float(x) for x in v)
+        exact = key in values and ev.search_is_objective(st)   # that search value is this objective
+        return Baseline("best_constant", proto, st, values[key] if exact else _penalised(ev.objective(proto, st)),
+                        ctrl)
 
     if not dims:
         return reported([])
@@ -79,15 +117,24 @@ def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
     hi = np.array([b[1] for _, b, _ in dims])
     if len(dims) == 1:
         span = hi[0] - lo[0]
-        grid = np.concatenate([np.linspace(lo[0], hi[0], GRID_1D_LINEAR),
-                               lo[0] + np.geomspace(1e-4 * span, span, GRID_1D_GEOMETRIC)])
-        grid = np.unique(np.clip(np.round(grid, 12), lo[0], hi[0]))   # merge points equal up to rounding
-        vals = np.array([f([g]) for g in grid])
-        k = int(np.argmin(vals))
-        a, b = grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)]
-        res = optimize.minimize_scalar(lambda z: f([z]), bounds=(a, b), method="bounded",
-                                       options={"xatol": 1e-10 * max(1.0, span), "maxiter": 200})
-        best = [res.x] if res.fun <= vals[k] else [grid[k]]
+
+        def refine(a, b, m, fm):
+            """Bounded Brent on [a, b]; m (value fm) if Brent finds nothing lower."""
+            res = optimize.minimize_scalar(lambda z: f([z]), bounds=(a, b), method="bounded",
+                                           options={"xatol": 1e-10 * max(1.0, span), "maxiter": 200})
+            return [res.x] if res.fun <= fm else [m]
+
+        start = None if near is None or dims[0][0] not in near else float(near[dims[0][0]])
+        bracket = None if start is None else _bracket_near(lambda z: f([z]), start, lo[0], hi[0], span)
+        if bracket is not None:
+            best = refine(*bracket)
+        else:
+            grid = np.concatenate([np.linspace(lo[0], hi[0], GRID_1D_LINEAR),
+                                   lo[0] + np.geomspace(1e-4 * span, span, GRID_1D_GEOMETRIC)])
+            grid = np.unique(np.clip(np.round(grid, 12), lo[0], hi[0]))   # merge points equal up to rounding
+            vals = np.array([f([g]) for g in grid])
+            k = int(np.argmin(vals))
+            best = refine(grid[max(k - 1, 0)], grid[min(k + 1, grid.size - 1)], grid[k], vals[k])
     else:
         pts = list(itertools.product(*[np.linspace(l, h, GRID_ND) for l, h in zip(lo, hi)]))
         vals = [f(pt) for pt in pts]
@@ -101,6 +148,32 @@ def best_constant(problem: Problem, ev: Evaluator) -> Baseline:
         if f(best) > min(vals):
             best = list(start)
     return reported(best)
+
+
+def _bracket_near(f, x: float, lo: float, hi: float, span: float) -> tuple[float, float, float, float] | None:
+    """(a, b, m, f(m)) with lo <= a < m < b <= hi and f(m) < f(a), f(m) < f(b), so that a minimum of
+    f lies in (a, b): from x, steps downhill, each twice as long as the one before but at most
+    half-way to the bound, until the lowest of three points is the middle one. None after
+    :data:`BRACKET_STEPS` steps (e.g. towards a minimum at a bound: the full search decides)."""
+    m = float(min(max(x, lo), hi))
+    step = BRACKET_STEP * max(m - lo, 1e-4 * span)
+    a, b = m - min(step, 0.5 * (m - lo)), m + min(step, 0.5 * (hi - m))
+    if not a < m < b:
+        return None
+    fa, fm, fb = f(a), f(m), f(b)
+    for _ in range(BRACKET_STEPS):
+        if fm < fa and fm < fb:
+            return a, b, m, fm
+        step *= 2.0
+        if fa <= fb:          # downhill is to the left
+            b, fb, m, fm = m, fm, a, fa
+            a = m - min(step, 0.5 * (m - lo))
+            fa = f(a)
+        else:
+            a, fa, m, fm = m, fm, b, fb
+            b = m + min(step, 0.5 * (hi - m))
+            fb = f(b)
+    return (a, b, m, fm) if fm < fa and fm < fb else None
 
 
 def _refine_constant_with_gradient(problem, ev, names, held, lo, hi, start):
@@ -285,7 +358,7 @@ def single_thread_blas():
 
 
 def compute_baselines(problem: Problem, ev: Evaluator, given: Mapping[str, Any] | None = None,
-                      families: Sequence[str] = ()) -> dict[str, Baseline]:
+                      families: Sequence[str] = (), near: Mapping[str, float] | None = None) -> dict[str, Baseline]:
     """Best constant, default, the best member of each family, and the user's named protocols.
 
     A family is a name (``"cosine"``) or a text form with some fields fixed
@@ -293,8 +366,9 @@ def compute_baselines(problem: Problem, ev: Evaluator, given: Mapping[str, Any] 
     ``base_lr`` given too, the schedule is evaluated as it is), see :func:`opt_protocols.schedules.parse_spec`.
 
     A value of ``given`` is a protocol specification, or ``(protocol, {static: value})``.
+    ``near``: a neighbouring problem's best constant, to search near (see :func:`best_constant`).
     """
-    base = {"best_constant": best_constant(problem, ev), "default": default_baseline(problem, ev)}
+    base = {"best_constant": best_constant(problem, ev, near), "default": default_baseline(problem, ev)}
     for fam in families:
         cls, given = sch.parse_spec(fam) if isinstance(fam, str) else (fam, {})
         if "base_lr" in given:           # a fully given schedule: evaluated as it is

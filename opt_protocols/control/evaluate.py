@@ -87,14 +87,19 @@ class Evaluator:
         (:data:`KERNEL_SEARCH_SIZE`): its forward pass (the model's own step and loss, compiled with
         reassociation, :mod:`opt_protocols.ad.kernel`; agrees with :meth:`objective` to rounding,
         ~1e-15 relative, and is faster at thousands of states). Otherwise :meth:`objective`.
-        Reported baseline values and the verification use :meth:`objective`.
+        Reported baseline values use :meth:`objective` (a search value only where it is that same
+        number, :meth:`search_is_objective`).
         """
-        p = self.problem
-        big = p.model.kind == "map" and p.model.n_x * self.steps >= KERNEL_SEARCH_SIZE
-        if static or not (big or "adjoint" in self.__dict__) or not self.has_gradient:
+        if self.search_is_objective(static):
             return self.objective(protocol, static)
         self.n_evaluations += 1
         return self.adjoint.value(self.table(protocol))
+
+    def search_is_objective(self, static: Mapping[str, float] | None = None) -> bool:
+        """Whether :meth:`search_objective` is :meth:`objective` (the same number) for these static values."""
+        p = self.problem
+        big = p.model.kind == "map" and p.model.n_x * self.steps >= KERNEL_SEARCH_SIZE
+        return bool(static) or not (big or "adjoint" in self.__dict__) or not self.has_gradient
 
     def curve(self, protocol: Protocol, static: Mapping[str, float] | None, t_out: np.ndarray) -> np.ndarray:
         """The loss under ``protocol`` at the times ``t_out`` (NaN beyond the protocol's end)."""

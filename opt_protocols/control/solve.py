@@ -9,8 +9,8 @@ Whatever the method (:mod:`.methods`), the steps are the same and exist once, he
 4. the initial guess: the best constant protocol, a previous solution (its protocol stretched
    to this horizon and re-simulated under this problem's constants), or none;
 5. the method's optimisation (:meth:`.methods.Method.run`);
-6. verification: the optimum re-simulated with the adaptive integrator (rtol 1e-10) and compared
-   with the method's own objective; a fine trajectory and every baseline's curve on one grid;
+6. verification: the optimum re-simulated with the adaptive integrator (rtol 1e-10) on a fine
+   output grid and compared with the method's own objective; every baseline's curve on that grid;
 7. statistics and the :class:`~opt_protocols.solution.Solution`.
 """
 from __future__ import annotations
@@ -72,8 +72,9 @@ def solve(model: Model | str, x0: np.ndarray | None = None, t_final: float | Non
     ``"wsd"``, ``"power_law"``, or ``"default"`` for those three: with the best constant, the common
     schedules a practitioner compares with; each fit costs a few hundred simulations);
     ``baselines``: extra named protocols (a protocol specification, or ``(protocol, {static: value})``).
-    ``warm_start``: ``"baseline"`` (start from the best constant), a previous :class:`Solution`,
-    or ``None`` (a constant mid-range guess).
+    ``warm_start``: ``"baseline"`` (start from the best constant), a previous :class:`Solution`
+    (its protocol, and its best constant as where the best-constant search starts: a bracket
+    near it replaces the grid scan in 1-D), or ``None`` (a constant mid-range guess).
 
     ``verify``: re-simulate the optimum and flag a relative gap above 1e-6. ``progress`` is called
     with the name of each stage. Returns a :class:`Solution` whose ``status`` is ``"optimal"`` only
@@ -114,7 +115,7 @@ def solve_problem(problem: Problem, method: Method, *, how: str = "given", warm_
         t_b = time.perf_counter()
         ev = Evaluator(problem)
         fams = list(dict.fromkeys([*families, *method.required_baselines()]))
-        base = compute_baselines(problem, ev, baselines, fams)
+        base = compute_baselines(problem, ev, baselines, fams, near=_neighbour_constant(warm_start))
         baseline_time = time.perf_counter() - t_b
         guess, previous = _guess(problem, base, warm_start)
         ctx = Context(baselines=base, guess=guess, evaluator=ev, report=report, previous=previous)
@@ -188,6 +189,16 @@ def _guess(problem: Problem, base: dict[str, Baseline], warm_start: Any) -> tupl
     raise ValueError(f"warm_start: expected 'baseline', a Solution or None, got {warm_start!r}")
 
 
+def _neighbour_constant(warm_start: Any) -> dict[str, float] | None:
+    """The best constant (control and static values) of a previous solution used as warm start:
+    the baseline search brackets near it (:func:`.baselines.best_constant`)."""
+    b = warm_start.baselines.get("best_constant") if isinstance(warm_start, Solution) else None
+    if b is None:
+        return None
+    return {k: float(v) for k, v in {**(b.values or {}), **b.static}.items()
+            if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)}
+
+
 def _output_times(problem: Problem, res: MethodResult) -> np.ndarray:
     """The grid of the fine trajectory and of the baseline curves."""
     T = res.t_final if np.isfinite(res.t_final) else problem.t_final
@@ -216,7 +227,12 @@ def _verify(problem: Problem, ev: Evaluator, res: MethodResult, verify: bool):
     else:
         # the smoothness penalty is part of every method's objective: smoothness * sum of squared jumps
         pen = problem.smoothness * sum(float(np.sum(np.diff(v) ** 2)) for v in res.controls.values())
-        sim = ev.objective(res.protocol, res.static, t_final=T) + pen
+        if problem.objective == "final" and traj.t[-1] == T:
+            # the fine trajectory is that re-simulation (same integrator and tolerances as
+            # Evaluator.objective, its steps also ending at the output times): its last loss
+            sim = float(traj.loss[-1]) + pen
+        else:
+            sim = ev.objective(res.protocol, res.static, t_final=T) + pen
         own = res.objective
         quantity = "objective"
     gap = abs(sim - own) / max(abs(sim), 1e-300)

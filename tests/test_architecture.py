@@ -82,3 +82,20 @@ def test_method_objects_validate_their_options():
         op.solve("committee", t_final=2.0, controls={"eta": (0, 3)}, method=op.Adjoint(intervals=5))
     with pytest.raises(ValueError, match="option 'hops' is not used by method Collocation"):
         op.Collocation().replace(hops=3)
+
+
+def test_a_solution_saves_loads_and_plots_after_its_model_file_is_gone(tmp_path):
+    """Saving needs no simulator and no model file: the curves were computed at solve time."""
+    src = ROOT / "examples" / "linear_regression.py"
+    model_file = tmp_path / "my_model.py"
+    model_file.write_text(src.read_text())
+    sol = op.solve(str(model_file), t_final=2.0, controls={"eta": (0, 2)}, intervals=5, params={"sigma": 0.2})
+    model_file.unlink()
+    out = tmp_path / "r.h5"
+    sol.save(out, run_id="a")
+    back = op.load(out, "a")
+    assert back.baselines["best_constant"].loss is not None
+    assert back.attrs["model_code"] == src.read_text()
+    from opt_protocols.plot import plot_solution
+    plot_solution(back, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 0

@@ -227,6 +227,20 @@ def test_fit_recovers_the_parameters_of_synthetic_curves():
         assert e["worst_rel"] < 1e-8 and e["n"] == np.sum(c.steps > 200)
 
 
+def test_fit_starts_in_the_large_c3_limit_when_the_data_prefer_it():
+    """On constant_24000 + cosine_24000 + wsdcon_9 every projected start has c2 = 0 < c2 c3 (the limit
+    c3 -> infinity): such starts begin at the bound of c3 instead of being dropped (the coarse grid had
+    no other start and raised), and the coarse one-start fit reaches the full fit's optimum."""
+    curves = data.builtin_curves("25M")
+    chosen = [curves[n] for n in ("constant_24000", "cosine_24000", "wsdcon_9")]
+    coarse = fit(chosen, coarse=True, n_starts=1)
+    full = fit(chosen)
+    assert coarse.success and coarse.at_bounds == ["c3"] == full.at_bounds
+    assert coarse.cost == pytest.approx(full.cost, rel=1e-9)
+    e = curve_errors(full.law, curves["wsd_20000_24000"])     # held out: -0.26% at the last logged step
+    assert e["final_rel"] == pytest.approx(-0.00257, abs=1e-4)
+
+
 def test_fit_errors():
     true = law.LossLaw(L0=2.5, c1=20.0, s=0.6, c2=0.4, c3=0.2, c4=0.01, gamma=0.8, eta_ref=3e-4)
     with pytest.raises(ValueError, match="no curve changes its learning rate after the warmup"):

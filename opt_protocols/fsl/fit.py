@@ -93,6 +93,9 @@ def _projected_start(data: _Data, s: float, c4: float, gamma: float) -> tuple[np
     A = np.column_stack([J[:, 0], J[:, 1], J[:, 3], J[:, 4]])
     coef, _ = optimize.nnls(A, data.y)
     L0, c1, c2, c2c3 = coef
+    if c2 == 0 and c2c3 > 0:     # the limit c3 -> infinity at fixed c2 c3: start at the bound of c3
+        c3 = math.exp(LOG_BOUNDS["c3"][1] - 1.0)
+        c2 = c2c3 / c3
     if not (L0 > 0 and c1 > 0 and c2 > 0):
         return None
     c3 = c2c3 / c2
@@ -132,16 +135,20 @@ def fit(curves: Sequence[LossCurve], eta_ref: float | None = None, delta: float 
     lo = np.array([LOG_BOUNDS[n][0] for n in PARAM_NAMES])
     hi = np.array([LOG_BOUNDS[n][1] for n in PARAM_NAMES])
     n_eval = [0]
+    last: dict = {}     # the Jacobian at the last residual point: least_squares asks for it next
 
     def residuals(theta):
         n_eval[0] += 1
-        L, _ = data.law(np.exp(theta))
-        return np.log(np.maximum(L, 1e-300)) - np.log(data.y)
+        p = np.exp(theta)
+        L, J = data.law(p, jac=True)      # with the Jacobian: ~20% more than L alone, and most points are kept
+        Lc = np.maximum(L, 1e-300)
+        last.update(theta=theta.copy(), jac=J * (p / Lc[:, None]))
+        return np.log(Lc) - np.log(data.y)
 
     def jacobian(theta):
-        p = np.exp(theta)
-        L, J = data.law(p, jac=True)
-        return J * (p / np.maximum(L, 1e-300)[:, None])
+        if "theta" not in last or not np.array_equal(last["theta"], theta):
+            residuals(theta)
+        return last["jac"]
 
     best, record = None, []
     for p0, c0 in starts[:max(1, n_starts)]:

@@ -187,8 +187,11 @@ def test_read_curve_and_its_errors(tmp_path):
     assert list(c.steps[c.fit_mask()]) == [30]
     for text, message in [("step,loss\n1,2\n2,3\n", "no column 'lr'"),
                           ("step,lr,loss\n1,0.1,x\n2,0.1,2\n", "line 2: loss = 'x' is not a number"),
-                          ("step,lr,loss\n2,0.1,3\n1,0.1,2\n", "steps must be increasing"),
-                          ("step,lr,loss\n1,-0.1,3\n2,0.1,2\n", "lr must be finite and >= 0")]:
+                          ("step,lr,loss\n2,0.1,3\n1,0.1,2\n", "line 3: steps must be increasing"),
+                          ("step,lr,loss\n1,0.1,3\n2.5,0.1,2\n", "line 3: step must be a non-negative integer"),
+                          ("step,lr,loss\n1,-0.1,3\n2,0.1,2\n", r"line 2: lr must be finite and >= 0 \(got -0.1\)"),
+                          ("step,lr,loss\n1,0.1,3\n\n3,0.1,nan\n", r"line 4: loss must be finite and > 0 \(leave"),
+                          ("step,lr,loss\n1,0.1,3\n2,0.1,-2\n", r"line 3: loss must be finite and > 0 .*\(got -2\)")]:
         p.write_text(text)
         with pytest.raises(ValueError, match=message):
             data.read_curve(p)
@@ -329,7 +332,8 @@ def _write_csv(path, curve, with_loss=True):
     logged = dict(zip(curve.steps.tolist(), curve.loss.tolist()))
     rows = ["step,lr,loss" if with_loss else "step,lr"]
     for k in range(curve.horizon):
-        rows.append(f"{k},{float(curve.eta[k])!r}" + (f",{float(logged.get(k, np.nan))!r}" if with_loss else ""))
+        loss = f",{float(logged[k])!r}" if k in logged else ","           # an empty cell: no loss at this step
+        rows.append(f"{k},{float(curve.eta[k])!r}" + (loss if with_loss else ""))
     path.write_text("\n".join(rows) + "\n")
 
 

@@ -81,7 +81,9 @@ def data_dir():
 
 def read_csv(path: str | os.PathLike, require_loss: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(steps, lr, loss) of a CSV with a header ``step,lr,loss`` (``loss`` optional unless
-    ``require_loss``); steps must be increasing non-negative integers and lr finite and >= 0."""
+    ``require_loss``); steps must be increasing non-negative integers, lr finite and >= 0 and
+    loss finite and > 0 (the fit works on log-loss; an empty loss cell means no loss was logged at that
+    step, e.g. when lr is written at every step). An error names the file and the line."""
     name = str(path)
     try:
         with open(path, newline="") as f:
@@ -97,24 +99,40 @@ def read_csv(path: str | os.PathLike, require_loss: bool = True) -> tuple[np.nda
         raise ValueError(f"loss curve {name!r}: no column {missing[0]!r} (expected a header step,lr,loss)")
     cols = {h: header.index(h) for h in ("step", "lr", "loss") if h in header}
     data = {h: [] for h in cols}
+    lines = []
     for i, row in enumerate(rows[1:], start=2):
         if not row or all(not v.strip() for v in row):
             continue
         for h, j in cols.items():
+            if h == "loss" and (j >= len(row) or not row[j].strip()):
+                data[h].append(None)       # an empty loss cell: no loss logged at this step
+                continue
             try:
                 data[h].append(float(row[j]))
             except (IndexError, ValueError):
                 raise ValueError(f"loss curve {name!r}, line {i}: {h} = {row[j] if j < len(row) else ''!r} "
                                  "is not a number") from None
+        lines.append(i)
     steps = np.asarray(data["step"])
     lr = np.asarray(data["lr"])
-    loss = np.asarray(data["loss"]) if "loss" in data else np.full(steps.size, np.nan)
+    logged = np.array([v is not None for v in data["loss"]]) if "loss" in data else np.zeros(steps.size, bool)
+    loss = np.array([np.nan if v is None else v for v in data.get("loss", [None] * steps.size)], dtype=float)
     if steps.size < 2:
         raise ValueError(f"loss curve {name!r}: at least two rows are needed")
-    if np.any(steps != np.round(steps)) or np.any(steps < 0) or np.any(np.diff(steps) <= 0):
-        raise ValueError(f"loss curve {name!r}: steps must be increasing non-negative integers")
-    if not np.all(np.isfinite(lr)) or np.any(lr < 0):
-        raise ValueError(f"loss curve {name!r}: lr must be finite and >= 0")
+
+    def first_bad(bad: np.ndarray, what: str, values: np.ndarray, offset: int = 0) -> None:
+        if np.any(bad):
+            k = int(np.argmax(bad)) + offset
+            raise ValueError(f"loss curve {name!r}, line {lines[k]}: {what} (got {values[k]:g})")
+
+    first_bad((steps != np.round(steps)) | (steps < 0), "step must be a non-negative integer", steps)
+    first_bad(np.diff(steps) <= 0, "steps must be increasing (this step is not after the one before)", steps, 1)
+    first_bad(~np.isfinite(lr) | (lr < 0), "lr must be finite and >= 0", lr)
+    if "loss" in data:
+        first_bad(logged & ~(np.isfinite(loss) & (loss > 0)), "loss must be finite and > 0 (leave the cell empty "
+                  "where no loss was logged)", loss)
+        if require_loss and not logged.any():
+            raise ValueError(f"loss curve {name!r}: no loss values in the column 'loss'")
     return steps.astype(np.int64), lr, loss
 
 

@@ -79,6 +79,15 @@ def test_unknown_keys_and_bad_values_are_errors_naming_them(change, message):
         load_spec(base_spec(**change))
 
 
+def test_a_bad_spec_leaves_no_worker_behind(tmp_path):
+    """sweep() starts the pool's workers while it validates the spec; a bad spec stops them."""
+    import multiprocessing as mp
+    with pytest.raises(ValueError, match="unknown key 'grids'"):
+        sweep(base_spec(grids={}), out=tmp_path / "s.h5", workers=2, progress=False)
+    assert not [p for p in mp.active_children() if p.name == "opt-protocols-worker"]
+    assert not (tmp_path / "s.h5").exists()
+
+
 def test_an_axis_must_not_repeat_a_fixed_value():
     with pytest.raises(ValueError, match=r"grid axis 'sigma': params.sigma is also given in the spec's \[params\]"):
         load_spec(base_spec(params={"sigma": 0.1}))

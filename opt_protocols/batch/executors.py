@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .worker import TaskOutcome, run_task
+from .worker import TaskOutcome, preload, run_task
 
 #: How many times a task is started before a lost worker makes it fail.
 MAX_ATTEMPTS = 3
@@ -73,6 +73,7 @@ def _worker_main(conn: Connection, parent: int) -> None:
     """A pool worker: solve tasks received on ``conn`` until told to stop or the driver is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the driver's to handle
     _die_with(parent)
+    preload()
     while True:
         try:
             msg = conn.recv()

@@ -55,6 +55,13 @@ def limit_threads() -> None:
         _LIMITED = True
 
 
+def preload() -> None:
+    """Import the solve pipeline (CasADi, the numba integrators from their cache, SciPy) before the
+    first task arrives, so a new worker does it while the driver is still reading the spec."""
+    from .. import integrate, simulate  # noqa: F401
+    from ..control import collocation, solve  # noqa: F401
+
+
 def _model(name: str, params: dict):
     from ..model import load_model
     key = canonical([name, params])

@@ -186,7 +186,8 @@ class Adjoint(Method):
     every block is a single step (a rugged landscape, see :mod:`.adjoint`) also the power law.
     ``optimizer``: ``"SLSQP"`` (bounds, budgets and monotonicity), ``"L-BFGS-B"`` (bounds only),
     ``"trust-constr"`` or ``"ipopt"``; ``None`` (default): SLSQP, and with single-step blocks and
-    bounds only both SLSQP and L-BFGS-B from every start (the best run wins).
+    bounds only both SLSQP and L-BFGS-B from every start (the best run wins); above 300 block
+    values (SLSQP's dense subproblems grow as their cube) L-BFGS-B, or IPOPT with constraints.
     ``hops``: basin-hopping rounds after the starts (``seed`` seeds them). ``tol`` and
     ``max_iter``: optimiser tolerance (on the log-scaled objective, i.e. about relative to J) and
     iteration limit; ``options`` go to the optimiser.

@@ -3,7 +3,7 @@
 
     python results/price_of_family.py [--quick] [--out DIR]   # from the repository root
 
-Runtime: 13 min on 2 cores at load 6 (--quick: 6 s on an idle machine).
+Runtime: 11.6 min on an idle 2-core machine (--quick: 6 s).
 
 For every built-in model at its reference setup the optimal protocol comes from ``op.solve``; the
 best member of every family of :mod:`opt_protocols.schedules` comes from two independent

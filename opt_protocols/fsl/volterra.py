@@ -70,19 +70,16 @@ def _inputs(lam, c0, sigma, etas, ms):
 def volterra_loss(lam: np.ndarray, c0: np.ndarray, sigma: float, etas: np.ndarray,
                   ms: np.ndarray | float | None = None) -> np.ndarray:
     """L(t), t = 0..T, from the discrete Volterra equation (module docstring), by direct summation."""
+    from ..models.random_features import mode_contraction
     lam, c0, sigma, etas, ms = _inputs(lam, c0, sigma, etas, ms)
-    return _volterra(lam, c0, sigma, etas, ms)
+    d = np.ascontiguousarray(mode_contraction(lam[None, :], etas[:, None], ms[:, None]))   # d[r, k] = d_k(eta_r, m_r)
+    return _volterra(lam, c0, sigma, etas, ms, d)
 
 
 @numba.njit(cache=True)
-def _volterra(lam, c0, sigma, etas, ms):
+def _volterra(lam, c0, sigma, etas, ms, d):
     T = etas.shape[0]
     N = lam.shape[0]
-    d = np.empty((T, N))
-    for r in range(T):
-        curv = (ms[r] + 1.0) / ms[r]
-        for k in range(N):
-            d[r, k] = 1.0 - 2.0 * etas[r] * lam[k] + curv * etas[r] * etas[r] * lam[k] * lam[k]
     lam2 = lam * lam
     L = np.empty(T + 1)
     acc = np.empty(N)

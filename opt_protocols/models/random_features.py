@@ -136,7 +136,11 @@ def tail_value(p) -> float:
 def contraction(p, eta, m) -> np.ndarray:
     """d_k(eta, m) = 1 - 2 eta lambda_k + ((m+1)/m) eta^2 lambda_k^2, the diagonal of the step's
     Jacobian. Always >= 1/(m+1) > 0; d_k < 1 for all k iff 0 < eta < 2m/((m+1) lambda_1)."""
-    lam = spectrum(p)
+    return mode_contraction(spectrum(p), eta, m)
+
+
+def mode_contraction(lam, eta, m) -> np.ndarray:
+    """d_k(eta, m) of :func:`contraction` for eigenvalues ``lam`` (NumPy broadcasting over all three)."""
     return 1.0 - 2.0 * eta * lam + (m + 1.0) / m * eta * eta * lam * lam
 
 

@@ -7,16 +7,24 @@ are set), never the driver's validation:
   file named by the environment variable ``SWEEP_TEST_CRASH_MARKER``, later solves go through;
 * ``delay``: seconds the solve sleeps first (to interrupt or kill a sweep mid-task).
 
-dR/dalpha = eta (1 - R), dQ/dalpha = 2 eta (R - Q) + eta^2 (Q - 2R + 1 + sigma^2),
-eg = (Q - 2R + 1)/2 (teacher norm 1).
+The equations are the example's own (its ``rhs`` and ``loss``, teacher norm T = 1).
 """
+import importlib.util
 import math
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
-from opt_protocols import ops
 from opt_protocols.spec import Control, Param
+
+_spec = importlib.util.spec_from_file_location(
+    "sweep_faults_linear_regression", Path(__file__).resolve().parents[2] / "examples" / "linear_regression.py")
+_example = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _example   # (the CasADi backend re-binds imported equations through sys.modules)
+_spec.loader.exec_module(_example)
+rhs, loss = _example.rhs, _example.loss
 
 TIME = "alpha"
 KIND = "ode"
@@ -41,7 +49,7 @@ def controls(p):
 
 
 def constants(p):
-    return {"sigma": p["sigma"]}
+    return {"sigma": p["sigma"], "T": 1.0}
 
 
 def initial_state(p):
@@ -58,16 +66,3 @@ def state_bounds(p):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return {"Q": (0.0, math.inf)}
-
-
-def rhs(x, u, c, dims):
-    Q, R = x[0], x[1]
-    eta, sigma = u[0], c[0]
-    out = ops.zeros(2)
-    out[0] = 2.0 * eta * (R - Q) + eta * eta * (Q - 2.0 * R + 1.0 + sigma * sigma)
-    out[1] = eta * (1.0 - R)
-    return out
-
-
-def loss(x, c, dims):
-    return 0.5 * (x[0] - 2.0 * x[1] + 1.0)

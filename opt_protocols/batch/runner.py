@@ -258,7 +258,7 @@ def sweep(spec: SweepSpec | dict | str | os.PathLike, *, out: str | os.PathLike 
     """
     from .executors import ProcessPool
     # the default pool's workers start (spawn, imports) while the driver reads and validates the spec,
-    # which imports the model too (measured: ~0.5 s of a 100-problem sweep's 4.7 s)
+    # which imports the model too
     early = ProcessPool(workers) if executor is None and scheduler is None and cluster is None else None
     try:
         report = _sweep(spec, out, workers, scheduler, cluster, retry_failed, progress, executor or early,

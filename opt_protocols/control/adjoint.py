@@ -387,9 +387,9 @@ def _z_from(setup: _Setup, per_step: Mapping[str, Any], default: Mapping[str, fl
     return _project_budgets(setup, np.concatenate(rows))
 
 
-#: Above this many optimised block values SLSQP's dense subproblems dominate (measured per iteration:
-#: 1 ms at 100, 13 ms at 300, 0.56 s at 1,000 values, while a rugged per-step problem needs ~10^4
-#: iterations), so the default is then L-BFGS-B (bounds only) or IPOPT with a limited-memory Hessian.
+#: Above this many optimised block values SLSQP's dense subproblems (cost ~ n^3 per iteration) dominate,
+#: and a rugged per-step problem needs thousands of iterations, so the default is then L-BFGS-B (bounds
+#: only) or IPOPT with a limited-memory Hessian (tests/test_ad.py; timings in the issue notes).
 SLSQP_MAX_VARIABLES = 300
 
 

@@ -352,7 +352,7 @@ def _refine_family_with_gradient(problem, ev, lr, others, schedule, lo, hi, z0):
 
 def single_thread_blas():
     """BLAS limited to one thread: the quasi-Newton updates are tiny, and OpenBLAS threads
-    spinning on a busy machine made scipy's L-BFGS-B 15x slower per iteration (measured)."""
+    spinning on a busy machine make scipy's L-BFGS-B many times slower per iteration."""
     from threadpoolctl import threadpool_limits
     return threadpool_limits(1, user_api="blas")
 

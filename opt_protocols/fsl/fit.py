@@ -140,7 +140,7 @@ def fit(curves: Sequence[LossCurve], eta_ref: float | None = None, delta: float 
     def residuals(theta):
         n_eval[0] += 1
         p = np.exp(theta)
-        L, J = data.law(p, jac=True)      # with the Jacobian: ~20% more than L alone, and most points are kept
+        L, J = data.law(p, jac=True)      # with the Jacobian: little more than L alone, and most points are kept
         Lc = np.maximum(L, 1e-300)
         last.update(theta=theta.copy(), jac=J * (p / Lc[:, None]))
         return np.log(Lc) - np.log(data.y)

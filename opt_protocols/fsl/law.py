@@ -111,7 +111,7 @@ def evaluate(params: np.ndarray, eta: np.ndarray, steps: np.ndarray, jac: bool =
     return L, (J if jac else None)
 
 
-@numba.njit(cache=True)     # serial: threads measured 1.5-4x slower on the shared 2-core machine
+@numba.njit(cache=True)     # serial: threads did not pay on a shared 2-core machine
 def _evaluate(tau, idx, dv, steps, p, jac):
     L0, c1, s, c2, c3, c4, g = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
     n = steps.shape[0]

@@ -479,13 +479,11 @@ class MapAdjoint:
             self.S = max(1, min(self.T, int(STORE_ALL_BYTES // (n_x * 8)), int(math.ceil(math.sqrt(self.T)))))
         self.Xs = np.empty(((self.T + self.S - 1) // self.S, n_x))
         self.xT = np.empty(n_x)
-        self.n_forward = 0
         self.n_backward = 0
 
     def value(self, U: np.ndarray) -> float:
         """J under the control table U (inf if the states overflow)."""
         U = np.ascontiguousarray(U, dtype=float)
-        self.n_forward += 1
         return float(self._objective(self.x0, self.c, self.model.dims, U, self.w))
 
     def value_and_grad(self, U: np.ndarray) -> tuple[float, np.ndarray]:
@@ -494,7 +492,6 @@ class MapAdjoint:
             raise ValueError(f"controls: expected shape {(self.T, self.model.n_u)}, got {U.shape}")
         dims = self.model.dims
         J, status = self._forward(self.x0, self.c, dims, U, self.w, self.S, self.Xs, self.xT)
-        self.n_forward += 1
         G = np.zeros_like(U)
         if status != OK:
             return float("inf"), G

@@ -122,9 +122,6 @@ class ProcessPool:
         theirs.close()
         return _Slot(p, ours)
 
-    def pids(self) -> list[int]:
-        return [s.process.pid for s in self._slots]
-
     def submit(self, key: str, task: dict, previous: Any = None, priority: int = 0) -> None:
         self._payload[key] = (task, previous)
         heapq.heappush(self._queue, (-priority, next(self._seq), key))
